@@ -1,0 +1,332 @@
+"""The connection to the local NATS server: typed publish, subscribe and request, with tracing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as _NatsSubscription
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from meshmind.bus._codec import decode, encode
+from meshmind.bus._contract import EndpointSpec, EventSpec
+from meshmind.bus._errors import BusError, NoResponders, RequestTimeout, ServiceError
+from meshmind.bus._logging import get_logger
+from meshmind.bus._message import Message
+from meshmind.bus._settings import BusSettings
+from meshmind.bus._tracing import extract, inject, tracer
+
+if TYPE_CHECKING:
+    from meshmind.bus._jetstream import HubStore
+    from meshmind.bus._service import ServiceKit
+
+M = TypeVar("M", bound=Message)
+Q = TypeVar("Q", bound=Message)
+R = TypeVar("R", bound=Message)
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+_log = get_logger(__name__)
+
+
+class ProtocolError(BusError):
+    """A reply could not be decoded as the model its endpoint declares."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as it travelled: subject, body and headers."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+    @property
+    def service_error(self) -> ServiceError | None:
+        """The service error this reply carries in its headers, if any."""
+        description = self.headers.get(ERROR_HEADER)
+        if description is None:
+            return None
+        code = self.headers.get(ERROR_CODE_HEADER, "500")
+        return ServiceError(int(code) if code.isdigit() else 500, description)
+
+
+class Subscription:
+    """A live subscription; ``dropped`` counts messages that failed to decode or validate."""
+
+    def __init__(self, subscription: _NatsSubscription) -> None:
+        self._subscription = subscription
+        self.dropped = 0
+        self.failed = 0
+
+    @property
+    def subject(self) -> str:
+        """The subject (or pattern) subscribed to."""
+        return str(self._subscription.subject)
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving messages."""
+        await self._subscription.unsubscribe()
+
+    async def drain(self) -> None:
+        """Stop receiving, after handling the messages already delivered."""
+        await self._subscription.drain()  # type: ignore[no-untyped-call]
+
+
+def _headers(msg: Msg) -> dict[str, str]:
+    return dict(msg.headers) if msg.headers else {}
+
+
+class Bus:
+    """One process's connection to its local NATS server."""
+
+    def __init__(self, nc: Client, settings: BusSettings, name: str) -> None:
+        self._nc = nc
+        self.settings = settings
+        self.name = name
+        self.dropped: Counter[str] = Counter()
+        self._tracer = tracer()
+        self._closing = False
+
+    @classmethod
+    async def connect(
+        cls, settings: BusSettings, *, name: str, connect_timeout_s: float = 30.0
+    ) -> Bus:
+        """Connect to the settings' NATS URL, retrying for up to ``connect_timeout_s``.
+
+        Once connected, the connection reconnects forever after a loss.
+        """
+        log = _log.bind(servers=settings.servers)
+        closing: list[Bus] = []
+
+        def deliberate() -> bool:
+            return bool(closing) and closing[0]._closing
+
+        async def on_error(error: Exception) -> None:
+            if not deliberate():
+                log.warning("nats.error", error=str(error))
+
+        async def on_disconnect() -> None:
+            if not deliberate():
+                log.warning("nats.disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats.reconnected")
+
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=settings.servers,
+                    name=f"{settings.node_id}/{name}",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    drain_timeout=int(settings.drain_timeout_s),
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                ),
+                connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as error:
+            reason = str(error) or f"no answer within {connect_timeout_s:g}s"
+            raise BusError(f"cannot reach NATS at {settings.nats_url}: {reason}") from None
+        bus = cls(nc, settings, name)
+        closing.append(bus)
+        return bus
+
+    @property
+    def node_id(self) -> str:
+        """This host's id."""
+        return self.settings.node_id
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection to the local server is up now."""
+        return bool(self._nc.is_connected)
+
+    # --- typed messaging ------------------------------------------------------------------
+
+    async def publish(self, spec: EventSpec[M], message: M, **params: str) -> None:
+        """Publish ``message`` on the event subject rendered with ``params``."""
+        subject = spec.render(**params)
+        with self._outbound_span("publish", spec.subject, subject, message, spec.model):
+            await self._nc.publish(subject, encode(message), headers=inject({}))
+
+    async def subscribe(
+        self,
+        spec: EventSpec[M],
+        handler: Callable[[M], Awaitable[None]],
+        *,
+        queue: str = "",
+        **params: str,
+    ) -> Subscription:
+        """Call ``handler`` with every valid message on the spec's subject.
+
+        Placeholders not given in ``params`` match any node. Invalid messages are dropped,
+        logged and counted (``Subscription.dropped``, and ``Bus.dropped`` per subject pattern).
+        """
+        pattern = spec.pattern(**params)
+        max_size = self.settings.max_payload
+        span_name = f"process {spec.subject}"
+        holder: list[Subscription] = []
+
+        async def on_message(msg: Msg) -> None:
+            subscription = holder[0]
+            with self._tracer.start_as_current_span(
+                span_name,
+                context=extract(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+            ) as span:
+                try:
+                    message = decode(msg.data, spec.model, max_size=max_size)
+                except ServiceError as error:
+                    subscription.dropped += 1
+                    self.dropped[pattern] += 1
+                    span.set_status(Status(StatusCode.ERROR, error.description))
+                    _log.warning("message.dropped", subject=msg.subject, reason=error.description)
+                    return
+                try:
+                    await handler(message)
+                except Exception as error:
+                    subscription.failed += 1
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, repr(error)))
+                    _log.exception("handler.failed", subject=msg.subject)
+
+        subscription = Subscription(await self._nc.subscribe(pattern, queue=queue, cb=on_message))
+        holder.append(subscription)
+        return subscription
+
+    async def request(
+        self, spec: EndpointSpec[Q, R], message: Q, *, timeout: float = 2.0, **params: str
+    ) -> R:
+        """Send ``message`` to the endpoint and return its typed reply.
+
+        Raises :class:`ServiceError` for an error reply, :class:`NoResponders` when nobody
+        serves the subject and :class:`RequestTimeout` when no reply comes in time.
+        """
+        subject = spec.render(**params)
+        with self._outbound_span("request", spec.subject, subject, message, spec.request) as span:
+            reply = await self._request(subject, encode(message), inject({}), timeout)
+            error = reply.service_error
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error.description))
+                raise error
+            try:
+                return decode(reply.data, spec.reply, max_size=self.settings.max_payload)
+            except ServiceError as bad:
+                raise ProtocolError(f"bad reply on {subject}: {bad.description}") from None
+
+    def _outbound_span(
+        self, verb: str, template: str, subject: str, message: Message, model: type[Message]
+    ) -> AbstractContextManager[Span]:
+        if not isinstance(message, model):
+            raise TypeError(f"{template} carries {model.__name__}, not {type(message).__name__}")
+        return self._tracer.start_as_current_span(
+            f"{verb} {template}",
+            kind=SpanKind.CLIENT if verb == "request" else SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+        )
+
+    # --- raw messaging: for tools that speak subjects they do not model --------------------
+
+    async def request_raw(
+        self,
+        subject: str,
+        data: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 2.0,
+    ) -> RawMessage:
+        """Send raw bytes as a request and return the raw reply (error headers included)."""
+        return await self._request(subject, data, headers, timeout)
+
+    async def publish_raw(
+        self, subject: str, data: bytes, *, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish raw bytes."""
+        await self._nc.publish(subject, data, headers=headers)
+
+    async def subscribe_raw(
+        self, subject: str, handler: Callable[[RawMessage], Awaitable[None]]
+    ) -> Subscription:
+        """Call ``handler`` with every message on ``subject``, undecoded."""
+
+        async def on_message(msg: Msg) -> None:
+            await handler(RawMessage(msg.subject, msg.data, _headers(msg)))
+
+        return Subscription(await self._nc.subscribe(subject, cb=on_message))
+
+    async def gather_raw(
+        self, subject: str, data: bytes = b"", *, wait: float = 0.5
+    ) -> list[RawMessage]:
+        """Send one request and collect every reply that arrives within ``wait`` seconds."""
+        inbox = self._nc.new_inbox()
+        replies: list[RawMessage] = []
+
+        async def on_reply(msg: Msg) -> None:
+            replies.append(RawMessage(msg.subject, msg.data, _headers(msg)))
+
+        sub = await self._nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self._nc.publish(subject, data, reply=inbox)
+            await asyncio.sleep(wait)
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    async def _request(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> RawMessage:
+        try:
+            msg = await self._nc.request(subject, data, timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(f"nobody serves {subject}") from None
+        except nats.errors.TimeoutError:
+            raise RequestTimeout(f"no reply on {subject} within {timeout:g}s") from None
+        return RawMessage(msg.subject, msg.data, _headers(msg))
+
+    # --- services and storage ---------------------------------------------------------------
+
+    def service(self, name: str, version: str, description: str = "") -> ServiceKit:
+        """A NATS Services API service on this connection, to add typed endpoints to."""
+        from meshmind.bus._service import ServiceKit
+
+        return ServiceKit(self, self._nc, name=name, version=version, description=description)
+
+    def hub(self) -> HubStore:
+        """JetStream KV buckets and object stores in the hub's domain."""
+        from meshmind.bus._jetstream import DomainJetStream, HubStore
+
+        js = DomainJetStream(self._nc, domain=self.settings.hub_domain)
+        return HubStore(js, self.settings.max_payload)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def flush(self, timeout: int = 2) -> None:
+        """Wait until the server has processed everything sent so far."""
+        await self._nc.flush(timeout=timeout)
+
+    async def drain(self) -> None:
+        """Finish in-flight messages, flush what was published, then close."""
+        self._closing = True
+        if not self._nc.is_closed:
+            await self._nc.drain()
+
+    async def close(self) -> None:
+        """Close at once."""
+        self._closing = True
+        if not self._nc.is_closed:
+            await self._nc.close()

@@ -1,0 +1,64 @@
+"""Bus settings read from environment variables."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_node_id(value: str) -> str:
+    """Return ``value`` if it is a valid node id, else raise ``ValueError``."""
+    if not NODE_ID_PATTERN.fullmatch(value):
+        raise ValueError(f"node id {value!r} must match [A-Za-z0-9_-]+ (no dots, no wildcards)")
+    return value
+
+
+class BusSettings(BaseSettings):
+    """How a process joins the mesh bus; every field has an environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    node_id: str = Field(default="local", description="This host's id in the mesh (NODE_ID).")
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="The local leaf nats-server (NATS_URL); comma-separated for several.",
+    )
+    hub_domain: str = Field(default="hub", description="JetStream domain of the hub (HUB_DOMAIN).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level (LOG_LEVEL)."
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="JSON lines for services, console for people (LOG_FORMAT)."
+    )
+    max_payload: int = Field(
+        default=1024 * 1024,
+        description="Largest message body accepted, in bytes (MAX_PAYLOAD); NATS' default.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector; traces are exported only when set."
+    )
+    otel_traces_exporter: Literal["otlp", "console", "none"] | None = Field(
+        default=None,
+        description="otlp (default when an endpoint is set), console (JSON lines on stderr), none.",
+    )
+    drain_timeout_s: float = Field(default=10.0, description="Drain budget on SIGTERM (s).")
+
+    @field_validator("node_id")
+    @classmethod
+    def _valid_node_id(cls, value: str) -> str:
+        return check_node_id(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def servers(self) -> list[str]:
+        """The NATS URLs to try, in order."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]

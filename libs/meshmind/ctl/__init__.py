@@ -1,0 +1,5 @@
+"""meshctl, the operator's command line."""
+
+from meshmind.ctl._app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,5 @@
+"""``python -m meshmind.ctl``."""
+
+from meshmind.ctl._app import main
+
+main()

@@ -1,0 +1,85 @@
+"""How meshctl reaches the mesh: the running lab, or any NATS server given by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meshmind.bus import Bus, BusError, BusSettings, configure_logging
+from meshmind.lab import LabState, read_state
+
+T = TypeVar("T")
+
+
+class CtlError(Exception):
+    """A failure meshctl reports in one line and exits 1 for."""
+
+
+def lab_state(run_dir: Path) -> LabState:
+    """The running lab in ``run_dir``, or a :class:`CtlError` saying how to start one."""
+    state = read_state(run_dir)
+    if state is None:
+        raise CtlError(f"no lab is running in {run_dir} (start one with `meshctl up`)")
+    return state
+
+
+def target_url(url: str | None, run_dir: Path) -> str:
+    """``--url``, else ``NATS_URL``, else the running lab's hub."""
+    if url:
+        return url
+    if os.environ.get("NATS_URL"):
+        return os.environ["NATS_URL"]
+    return lab_state(run_dir).hub_url
+
+
+def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0) -> T:
+    """Connect to ``url``, run ``work``, close; connection failures become a :class:`CtlError`."""
+
+    async def run() -> T:
+        settings = BusSettings(
+            node_id="meshctl", nats_url=url, log_level="error", log_format="console"
+        )
+        configure_logging(settings, "meshctl")
+        try:
+            bus = await Bus.connect(settings, name="meshctl", connect_timeout_s=timeout)
+        except BusError as error:
+            raise CtlError(str(error)) from None
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    return asyncio.run(run())
+
+
+async def services_in_mesh(bus: Bus, wait: float = 0.5) -> list[dict[str, Any]]:
+    """Every service instance answering ``$SRV.PING``, with its ``$SRV.INFO`` and stats."""
+    pings, infos, stats = await asyncio.gather(
+        bus.gather_raw("$SRV.PING", wait=wait),
+        bus.gather_raw("$SRV.INFO", wait=wait),
+        bus.gather_raw("$SRV.STATS", wait=wait),
+    )
+    info_by_id = {i["id"]: i for i in (json.loads(m.data) for m in infos)}
+    stats_by_id = {s["id"]: s for s in (json.loads(m.data) for m in stats)}
+    found = []
+    for ping in (json.loads(m.data) for m in pings):
+        info = info_by_id.get(ping["id"], {})
+        stat = stats_by_id.get(ping["id"], {})
+        endpoints = stat.get("endpoints") or []
+        found.append(
+            {
+                "name": ping["name"],
+                "id": ping["id"],
+                "version": ping["version"],
+                "node": (ping.get("metadata") or {}).get("node", ""),
+                "endpoints": [e["subject"] for e in info.get("endpoints") or []],
+                "requests": sum(e.get("num_requests", 0) for e in endpoints),
+                "errors": sum(e.get("num_errors", 0) for e in endpoints),
+                "started": stat.get("started", ""),
+            }
+        )
+    return sorted(found, key=lambda s: (s["node"], s["name"], s["id"]))

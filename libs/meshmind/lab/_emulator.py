@@ -1,0 +1,223 @@
+"""The link emulator: a TCP proxy that adds latency, jitter, a bandwidth cap, stalls and cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+
+from meshmind.bus import get_logger
+from meshmind.bus.protocol import LinkShape
+
+_log = get_logger(__name__)
+_CHUNK = 64 * 1024
+_QUEUE_CHUNKS = 64
+
+
+@dataclass
+class _Direction:
+    """Per-direction schedule: when the wire is free, when the last chunk was delivered."""
+
+    wire_free_at: float = 0.0
+    last_delivery_at: float = 0.0
+    bytes: int = 0
+
+
+def delivery_time(
+    now: float, size: int, shape: LinkShape, state: _Direction, rng: random.Random
+) -> float:
+    """When a chunk of ``size`` bytes read at ``now`` reaches the other side.
+
+    The chunk first waits for the wire (serialisation at ``rate_bps``), then travels for
+    ``delay_ms`` plus uniform jitter in ``[-jitter_ms, +jitter_ms]`` (never below zero); a
+    stall adds ``stall_ms`` with probability ``stall_pct``. TCP delivers in order, so no
+    chunk overtakes an earlier one: jitter and stalls hold back what follows them.
+    """
+    start = max(now, state.wire_free_at)
+    on_wire = size * 8 / shape.rate_bps if shape.rate_bps else 0.0
+    state.wire_free_at = start + on_wire
+    latency_ms = shape.delay_ms
+    if shape.jitter_ms:
+        latency_ms = max(0.0, latency_ms + rng.uniform(-shape.jitter_ms, shape.jitter_ms))
+    if shape.stall_pct and rng.random() * 100 < shape.stall_pct:
+        latency_ms += shape.stall_ms
+    arrival = max(state.wire_free_at + latency_ms / 1000, state.last_delivery_at)
+    state.last_delivery_at = arrival
+    return arrival
+
+
+class _Connection:
+    """One proxied TCP connection: two pumps, each a reader feeding a timed writer."""
+
+    def __init__(
+        self,
+        emulator: LinkEmulator,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        self._emulator = emulator
+        self._writers = (client[1], server[1])
+        self.up = _Direction()
+        self.down = _Direction()
+        self._tasks = [
+            asyncio.create_task(self._pump(client[0], server[1], self.up)),
+            asyncio.create_task(self._pump(server[0], client[1], self.down)),
+        ]
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Direction
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
+        loop = asyncio.get_running_loop()
+
+        async def deliver() -> None:
+            while True:
+                at, data = await queue.get()
+                wait = at - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    writer.write_eof() if writer.can_write_eof() else writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+                state.bytes += len(data)
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while True:
+                data = await reader.read(_CHUNK)
+                at = delivery_time(
+                    loop.time(), len(data), self._emulator.shape, state, self._emulator.rng
+                )
+                await queue.put((at, data))
+                if not data:
+                    break
+            await delivering
+        except (ConnectionError, OSError):
+            self.abort()
+        finally:
+            delivering.cancel()
+
+    @property
+    def done(self) -> bool:
+        return all(task.done() for task in self._tasks)
+
+    def abort(self) -> None:
+        """Reset both sides at once, as a partition that TCP notices would."""
+        for writer in self._writers:
+            writer.transport.abort()
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class LinkEmulator:
+    """Listens on ``listen_port`` and forwards every connection to ``target``, shaped.
+
+    The shape can change while connections are open and applies to every chunk read after
+    the change. :meth:`cut` resets the open connections and refuses new ones until
+    :meth:`restore`, which also clears the shape.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: tuple[str, int],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self._host = host
+        self._port = port
+        self.shape = LinkShape()
+        self.cut_off = False
+        self.rng = random.Random(seed)
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._carried_up = 0
+        self._carried_down = 0
+
+    @property
+    def port(self) -> int:
+        """The port the emulator listens on."""
+        if self._server is None:
+            return self._port
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Start listening."""
+        self._server = await asyncio.start_server(self._accept, self._host, self._port)
+
+    async def stop(self) -> None:
+        """Stop listening and reset every open connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self._abort_all()
+
+    def set_shape(self, shape: LinkShape) -> None:
+        """Replace the link's shape."""
+        self.shape = shape
+        _log.info("link.shaped", link=self.name, **shape.model_dump(exclude={"v"}))
+
+    async def cut(self) -> None:
+        """Partition: reset open connections, refuse new ones."""
+        self.cut_off = True
+        await self._abort_all()
+        _log.info("link.cut", link=self.name)
+
+    def restore(self) -> None:
+        """Reconnect and clear every impairment."""
+        self.cut_off = False
+        self.shape = LinkShape()
+        _log.info("link.restored", link=self.name)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return sum(1 for c in self._connections if not c.done)
+
+    @property
+    def bytes_up(self) -> int:
+        """Bytes delivered from the client side to the target so far."""
+        return self._carried_up + sum(c.up.bytes for c in self._connections)
+
+    @property
+    def bytes_down(self) -> int:
+        """Bytes delivered from the target to the client side so far."""
+        return self._carried_down + sum(c.down.bytes for c in self._connections)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.transport.abort()
+            return
+        try:
+            upstream = await asyncio.open_connection(*self.target)
+        except OSError as error:
+            _log.warning("link.target_unreachable", link=self.name, error=str(error))
+            writer.transport.abort()
+            return
+        connection = _Connection(self, (reader, writer), upstream)
+        self._connections.add(connection)
+        try:
+            await connection.wait()
+        finally:
+            connection.abort()
+            self._connections.discard(connection)
+            self._carried_up += connection.up.bytes
+            self._carried_down += connection.down.bytes
+
+    async def _abort_all(self) -> None:
+        connections = list(self._connections)
+        for connection in connections:
+            connection.abort()
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                await connection.wait()

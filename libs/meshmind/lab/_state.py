@@ -1,0 +1,61 @@
+"""The lab's state file: where a running lab is, so that later commands can find it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+STATE_FILE = "lab.json"
+
+
+class LabState(BaseModel):
+    """What ``meshctl up`` leaves behind for ``status``, ``link``, ``node`` and ``down``."""
+
+    pid: int
+    hub_url: str
+    nodes: list[str]
+    run_dir: str
+
+
+def default_run_dir() -> Path:
+    """``MESHMIND_LAB_DIR``, else ``.meshmind/lab`` under the current directory."""
+    return Path(os.environ.get("MESHMIND_LAB_DIR", ".meshmind/lab")).resolve()
+
+
+def write_state(run_dir: Path, state: LabState) -> None:
+    """Record a running lab (atomically)."""
+    path = run_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def read_state(run_dir: Path) -> LabState | None:
+    """The running lab recorded in ``run_dir``, or None when none is (or its process is gone)."""
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        return None
+    state = LabState.model_validate_json(path.read_text())
+    return state if pid_alive(state.pid) else None
+
+
+def clear_state(run_dir: Path) -> None:
+    """Forget the lab recorded in ``run_dir``."""
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (and is not a zombie we could reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return waited == 0

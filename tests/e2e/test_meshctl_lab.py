@@ -1,0 +1,159 @@
+"""meshctl drives a real lab process: up, status, link, node, services, watch, down; and the
+lab leaves no process behind, whether it is told to stop, interrupted or killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshmind.lab._state import pid_alive
+
+
+def meshctl(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshmind.ctl", *args, "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=check,
+        env={k: v for k, v in os.environ.items() if k != "NATS_URL"},
+    )
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(result.stdout)
+
+
+def wait_gone(pids: list[int], within: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if pid_alive(p)]
+
+
+def lab_pids(status: dict[str, Any]) -> list[int]:
+    return [status["hub_pid"], *(h["pid"] for h in status["hosts"] if h["pid"])]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Path]:
+    run_dir = tmp_path / "lab"
+    meshctl(run_dir, "up", "--nodes", "3", "--no-services", "--json")
+    yield run_dir
+    meshctl(run_dir, "down", check=False)
+
+
+def test_operator_session_from_up_to_down(lab: Path) -> None:
+    status = as_json(meshctl(lab, "status", "--json"))
+    assert [h["node"] for h in status["hosts"]] == ["n1", "n2", "n3"]
+    assert all(h["running"] and h["link"]["connections"] == 1 for h in status["hosts"])
+
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meshmind.ctl",
+            "watch",
+            "mesh.lab.events.>",
+            "--count",
+            "2",
+            "--seconds",
+            "60",
+            "--run-dir",
+            str(lab),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watcher.stderr is not None
+    assert watcher.stderr.readline().startswith("watching mesh.lab.events.>")
+    shaped = as_json(
+        meshctl(
+            lab,
+            "link",
+            "set",
+            "n2",
+            "--delay",
+            "80ms",
+            "--jitter",
+            "20ms",
+            "--rate",
+            "1mbit",
+            "--stall",
+            "5%",
+            "--json",
+        )
+    )
+    assert shaped["shape"] == {
+        "delay_ms": 80.0,
+        "jitter_ms": 20.0,
+        "rate_bps": 1_000_000,
+        "stall_pct": 5.0,
+        "stall_ms": 200.0,
+    }
+    cut = as_json(meshctl(lab, "link", "cut", "n3", "--json"))
+    assert cut["cut"] is True
+    events, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    lines = [json.loads(line) for line in events.splitlines()]
+    assert [(e["subject"], e["type"], e["data"]["kind"]) for e in lines] == [
+        ("mesh.lab.events.n2", "LabEvent", "link-set"),
+        ("mesh.lab.events.n3", "LabEvent", "link-cut"),
+    ]
+
+    restored = as_json(meshctl(lab, "link", "restore", "n3", "--json"))
+    assert restored["cut"] is False
+
+    killed = as_json(meshctl(lab, "node", "kill", "n1", "--json"))
+    assert killed["running"] is False
+    assert wait_gone([status["hosts"][0]["pid"]]) == []
+    restarted = as_json(meshctl(lab, "node", "restart", "n1", "--json"))
+    assert restarted["running"] is True
+
+    services = as_json(meshctl(lab, "services", "--json"))
+    assert [(s["name"], s["node"]) for s in services] == [("meshmind-lab", "lab")]
+    assert "mesh.lab.status" in services[0]["endpoints"]
+
+    final = as_json(meshctl(lab, "status", "--json"))
+    meshctl(lab, "down")
+    assert wait_gone(lab_pids(final)) == []
+    after = meshctl(lab, "status", check=False)
+    assert after.returncode == 1
+    assert f"no lab is running in {lab}" in after.stderr
+
+
+def test_bad_operator_input_gets_one_clear_line(lab: Path) -> None:
+    unknown = meshctl(lab, "link", "cut", "n9", check=False)
+    assert unknown.returncode == 1
+    assert "no host 'n9'" in unknown.stderr
+
+    bad_unit = meshctl(lab, "link", "set", "n1", "--delay", "fast", check=False)
+    assert bad_unit.returncode == 1
+    assert "'fast' is not a duration" in bad_unit.stderr
+
+    twice = meshctl(lab, "up", check=False)
+    assert twice.returncode == 1
+    assert "already running" in twice.stderr
+
+
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"]
+)
+def test_lab_leaves_no_process_behind(tmp_path: Path, how: signal.Signals) -> None:
+    run_dir = tmp_path / "lab"
+    status = as_json(meshctl(run_dir, "up", "--nodes", "2", "--no-services", "--json"))
+    state = json.loads((run_dir / "lab.json").read_text())
+
+    os.kill(state["pid"], how)
+
+    assert wait_gone([state["pid"], *lab_pids(status)]) == []

@@ -1,0 +1,1 @@
+"""The test kit: real NATS meshes, a small echo service, and helpers shared by the tests."""
