@@ -6,12 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from meshmind.bus import Bus, BusSettings
+from meshmind.bus import Bus, BusSettings, configure_tracing
 from meshmind.lab import LocalMesh, node_names
 
 Connect = Callable[..., Awaitable[Bus]]
@@ -21,9 +18,7 @@ _SPANS = InMemorySpanExporter()
 
 @pytest.fixture(scope="session", autouse=True)
 def _tracer_provider() -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_SPANS))
-    trace.set_tracer_provider(provider)
+    configure_tracing(BusSettings(node_id="tests"), "tests", exporter=_SPANS)
 
 
 @pytest.fixture

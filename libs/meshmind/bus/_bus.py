@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,7 +21,7 @@ from meshmind.bus._errors import BusError, NoResponders, RequestTimeout, Service
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
 from meshmind.bus._settings import BusSettings
-from meshmind.bus._tracing import extract, inject, tracer
+from meshmind.bus._tracing import activated, extract, inject, tracer
 
 if TYPE_CHECKING:
     from meshmind.bus._jetstream import HubStore
@@ -160,8 +159,11 @@ class Bus:
     async def publish(self, spec: EventSpec[M], message: M, **params: str) -> None:
         """Publish ``message`` on the event subject rendered with ``params``."""
         subject = spec.render(**params)
-        with self._outbound_span("publish", spec.subject, subject, message, spec.model):
-            await self._nc.publish(subject, encode(message), headers=inject({}))
+        span = self._outbound_span("publish", spec.subject, subject, message, spec.model)
+        try:
+            await self._nc.publish(subject, encode(message), headers=inject({}, span) or None)
+        finally:
+            span.end()
 
     async def subscribe(
         self,
@@ -183,12 +185,13 @@ class Bus:
 
         async def on_message(msg: Msg) -> None:
             subscription = holder[0]
-            with self._tracer.start_as_current_span(
+            span = self._tracer.start_span(
                 span_name,
                 context=extract(msg.headers),
                 kind=SpanKind.CONSUMER,
                 attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
-            ) as span:
+            )
+            with activated(span):
                 try:
                     message = decode(msg.data, spec.model, max_size=max_size)
                 except ServiceError as error:
@@ -218,8 +221,9 @@ class Bus:
         serves the subject and :class:`RequestTimeout` when no reply comes in time.
         """
         subject = spec.render(**params)
-        with self._outbound_span("request", spec.subject, subject, message, spec.request) as span:
-            reply = await self._request(subject, encode(message), inject({}), timeout)
+        span = self._outbound_span("request", spec.subject, subject, message, spec.request)
+        with activated(span):
+            reply = await self._request(subject, encode(message), inject({}, span), timeout)
             error = reply.service_error
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, error.description))
@@ -231,10 +235,10 @@ class Bus:
 
     def _outbound_span(
         self, verb: str, template: str, subject: str, message: Message, model: type[Message]
-    ) -> AbstractContextManager[Span]:
+    ) -> Span:
         if not isinstance(message, model):
             raise TypeError(f"{template} carries {model.__name__}, not {type(message).__name__}")
-        return self._tracer.start_as_current_span(
+        return self._tracer.start_span(
             f"{verb} {template}",
             kind=SpanKind.CLIENT if verb == "request" else SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},

@@ -13,9 +13,12 @@ from meshmind.bus._message import Message
 M = TypeVar("M", bound=Message)
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
 def encode(message: Message) -> bytes:
     """The msgpack bytes of ``message``."""
-    packed: bytes = msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+    packed: bytes = _PACKER.pack(message.model_dump(mode="python"))
     return packed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass, field
@@ -23,12 +24,18 @@ def _parameters(template: str) -> tuple[str, ...]:
 
 
 def _render(template: str, params: dict[str, str]) -> str:
+    return _render_checked(template, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _render_checked(template: str, params: tuple[tuple[str, str], ...]) -> str:
     expected = set(_parameters(template))
-    if set(params) != expected:
-        raise ValueError(f"{template} takes parameters {sorted(expected)}, got {sorted(params)}")
-    for value in params.values():
+    given = dict(params)
+    if set(given) != expected:
+        raise ValueError(f"{template} takes parameters {sorted(expected)}, got {sorted(given)}")
+    for value in given.values():
         check_node_id(value)
-    return template.format(**params)
+    return template.format(**given)
 
 
 def _wildcard(template: str) -> str:

@@ -52,7 +52,8 @@ async def serve(
         if cleanup is not None:
             await cleanup()
         await bus.drain()
-        provider.force_flush()
+        if provider is not None:
+            provider.force_flush()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         _log.info("service.stopped")

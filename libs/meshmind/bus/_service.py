@@ -13,7 +13,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.request import ServiceError as _MicroServiceError
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from meshmind.bus._bus import Bus, Subscription
 from meshmind.bus._codec import decode, encode
@@ -21,7 +21,7 @@ from meshmind.bus._contract import EndpointSpec, EventSpec
 from meshmind.bus._errors import ServiceError
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
-from meshmind.bus._tracing import extract
+from meshmind.bus._tracing import activated, extract
 from meshmind.bus._tracing import tracer as bus_tracer
 
 M = TypeVar("M", bound=Message)
@@ -146,33 +146,28 @@ class ServiceKit:
         span_name = f"process {spec.subject}"
         tracer = bus_tracer()
         log = _log.bind(endpoint=spec.name, subject=binding.subject)
+        attributes = {"messaging.system": "nats", "rpc.service": self.name, "rpc.method": spec.name}
 
         async def handle(request: Request) -> None:
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 span_name,
                 context=extract(request.headers),
                 kind=SpanKind.SERVER,
-                attributes={
-                    "messaging.system": "nats",
-                    "rpc.service": self.name,
-                    "rpc.method": spec.name,
-                },
-            ) as span:
+                attributes=attributes,
+            )
+            with activated(span):
                 try:
                     message = decode(request.data, spec.request, max_size=max_size)
                 except ServiceError as error:
                     self.invalid_requests[spec.name] += 1
-                    span.set_status(Status(StatusCode.ERROR, error.description))
                     log.warning("request.invalid", code=error.code, reason=error.description)
                     raise _MicroServiceError(str(error.code), error.description) from None
                 try:
                     reply = await binding.handler(message)
                 except ServiceError as error:
-                    span.set_status(Status(StatusCode.ERROR, error.description))
                     raise _MicroServiceError(str(error.code), error.description) from None
                 except Exception as error:
                     span.record_exception(error)
-                    span.set_status(Status(StatusCode.ERROR, repr(error)))
                     log.exception("request.failed")
                     raise _MicroServiceError(
                         "500", f"internal error in {self.name}/{spec.name}: {type(error).__name__}"
