@@ -6,6 +6,7 @@ from meshmind.bus._contract import Contract, EndpointSpec, EventSpec, subject_ma
 from meshmind.bus._errors import (
     BadRequest,
     BusError,
+    HubUnavailable,
     NoResponders,
     PayloadTooLarge,
     RequestTimeout,
@@ -30,6 +31,7 @@ __all__ = [
     "EndpointSpec",
     "EventSpec",
     "HubStore",
+    "HubUnavailable",
     "KeyValue",
     "KvEntry",
     "Message",

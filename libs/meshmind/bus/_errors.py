@@ -49,3 +49,7 @@ class NoResponders(BusError):
 
 class RequestTimeout(BusError, TimeoutError):
     """No reply arrived before the deadline."""
+
+
+class HubUnavailable(BusError):
+    """The hub's JetStream (KV buckets, object stores) did not answer: the hub is out of reach."""

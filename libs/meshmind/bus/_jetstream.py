@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -13,7 +14,7 @@ from nats.js.kv import KeyValue as _NatsKeyValue
 from nats.js.object_store import ObjectStore as _NatsObjectStore
 
 from meshmind.bus._codec import decode, encode
-from meshmind.bus._errors import BusError, ServiceError
+from meshmind.bus._errors import BusError, HubUnavailable, ServiceError
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
 
@@ -22,6 +23,28 @@ M = TypeVar("M", bound=Message)
 Operation = Literal["put", "delete", "expired"]
 
 _log = get_logger(__name__)
+
+
+@contextlib.contextmanager
+def _hub_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (
+        nats.js.errors.KeyNotFoundError,
+        nats.js.errors.KeyDeletedError,
+        nats.js.errors.NoKeysError,
+        nats.js.errors.ObjectNotFoundError,
+    ):
+        raise
+    except (
+        TimeoutError,
+        nats.errors.TimeoutError,
+        nats.errors.NoRespondersError,
+        nats.js.errors.NoStreamResponseError,
+        nats.js.errors.ServiceUnavailableError,
+        nats.errors.ConnectionClosedError,
+    ) as error:
+        raise HubUnavailable(f"{what}: the hub did not answer ({type(error).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -43,26 +66,33 @@ class KeyValue(Generic[M]):
         self._max_size = max_size
 
     async def put(self, key: str, value: M) -> int:
-        """Store ``value`` under ``key``; returns the new revision."""
-        revision: int = await self._kv.put(key, encode(value))
+        """Store ``value`` under ``key``; returns the new revision.
+
+        Raises :class:`HubUnavailable` when the hub does not answer.
+        """
+        with _hub_errors(f"put {key}"):
+            revision: int = await self._kv.put(key, encode(value))
         return revision
 
     async def get(self, key: str) -> KvEntry[M] | None:
         """The current entry of ``key``, or None when it has none."""
         try:
-            entry = await self._kv.get(key)
+            with _hub_errors(f"get {key}"):
+                entry = await self._kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         return self._entry(entry)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (watchers see a ``delete``)."""
-        await self._kv.delete(key)
+        with _hub_errors(f"delete {key}"):
+            await self._kv.delete(key)
 
     async def keys(self) -> list[str]:
         """Every key that has a value now."""
         try:
-            keys: list[str] = await self._kv.keys()
+            with _hub_errors("keys"):
+                keys: list[str] = await self._kv.keys()
         except nats.js.errors.NoKeysError:
             return []
         return keys
@@ -176,12 +206,21 @@ class HubStore:
         expiry_markers: bool = False,
         history: int = 1,
         replicas: int = 1,
+        create: bool = True,
     ) -> KeyValue[M]:
         """The bucket ``bucket``, created with this configuration if it does not exist.
 
         ``ttl_s`` makes entries expire; with ``expiry_markers`` watchers see an ``expired``
-        entry when one does (nats-server 2.11 or newer).
+        entry when one does (nats-server 2.11 or newer). With ``create=False`` an absent
+        bucket raises :class:`KeyError` instead (readers must not shape a writer's bucket).
         """
+        if not create:
+            try:
+                with _hub_errors(f"bind {bucket}"):
+                    bound = await self._js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                raise KeyError(f"no bucket {bucket!r} in the hub") from None
+            return KeyValue(bound, model, self._max_size)
         config = KeyValueConfig(
             bucket=bucket,
             ttl=ttl_s,

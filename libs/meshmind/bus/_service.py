@@ -29,6 +29,7 @@ Q = TypeVar("Q", bound=Message)
 R = TypeVar("R", bound=Message)
 
 QUEUE_GROUP = "meshmind"
+BEAT_INTERVAL_S = 1.0
 
 _log = get_logger(__name__)
 
@@ -57,6 +58,7 @@ class ServiceKit:
         self._bindings: list[_Binding[Any, Any]] = []
         self._subscriptions: list[Subscription] = []
         self._service: Service | None = None
+        self._beating: asyncio.Task[None] | None = None
         self.invalid_requests: Counter[str] = Counter()
 
     def endpoint(
@@ -108,6 +110,30 @@ class ServiceKit:
                 )
             )
         await self._bus.flush()
+        self._beating = asyncio.create_task(self._beat())
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages delivered to this service and not yet handled."""
+        subscriptions = [s._subscription for s in self._subscriptions]
+        if self._service is not None:
+            subscriptions += [e._subscription for e in self._service._endpoints if e._subscription]
+        return sum(s.pending_msgs for s in subscriptions)
+
+    async def _beat(self) -> None:
+        """Tell this host's discovery, every second, that this service runs and what it queues."""
+        from meshmind.bus.protocol import SERVICE_BEATS, ServiceBeat
+
+        node = self._bus.node_id
+        while True:
+            beat = ServiceBeat(
+                node=node, service=self.name, instance=self.id, queue_depth=self.queue_depth
+            )
+            try:
+                await self._bus.publish(SERVICE_BEATS, beat, node=node)
+            except Exception as error:  # a beat lost to a reconnect is sent again next second
+                _log.debug("beat.failed", error=repr(error))
+            await asyncio.sleep(BEAT_INTERVAL_S)
 
     async def stop(self) -> None:
         """Stop taking requests and messages, and wait for the ones in flight to finish.
@@ -115,6 +141,9 @@ class ServiceKit:
         ``nats.micro``'s own ``stop`` unsubscribes endpoints, which cancels handlers that are
         running; here every subscription is drained instead.
         """
+        if self._beating is not None:
+            self._beating.cancel()
+            self._beating = None
         service, self._service = self._service, None
         subscriptions = [s._subscription for s in self._subscriptions]
         if service is not None:

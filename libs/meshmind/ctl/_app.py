@@ -29,6 +29,7 @@ from meshmind.bus import (
 )
 from meshmind.bus.protocol import (
     CONTRACT,
+    DISCOVERY_PEERS,
     LAB_LINK_CUT,
     LAB_LINK_RESTORE,
     LAB_LINK_SET,
@@ -36,10 +37,14 @@ from meshmind.bus.protocol import (
     LAB_NODE_RESTART,
     LAB_SHUTDOWN,
     LAB_STATUS,
+    LINKS_BUCKET,
     LabStatus,
+    LinkReport,
     LinkSet,
     LinkShape,
     NodeRef,
+    PeerList,
+    PeerQuery,
 )
 from meshmind.ctl._mesh_client import CtlError, lab_state, services_in_mesh, target_url, with_bus
 from meshmind.ctl._render import (
@@ -51,6 +56,7 @@ from meshmind.ctl._render import (
     services_table,
 )
 from meshmind.ctl._units import parse_duration_ms, parse_percent, parse_rate_bps
+from meshmind.ctl._views import link_matrix, links_json, links_table, peers_json, peers_table
 from meshmind.lab import default_run_dir, read_state
 from meshmind.lab._state import pid_alive
 
@@ -131,19 +137,38 @@ def up(
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout
-    while read_state(run_dir) is None:
+    status: LabStatus | None = None
+    while status is None:
         if process.poll() is not None or time.monotonic() > deadline:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             raise _fail("the lab did not start:\n" + "\n".join(tail))
         time.sleep(0.1)
-    status: LabStatus = _lab_call(run_dir, LAB_STATUS, Empty())
+        status = _lab_status_once(run_dir)
     if json_out:
         print_json(status.model_dump(mode="json"))
     else:
         console.print(lab_table(status))
         console.print(f"logs: {run_dir}  -  stop with `meshctl down`", highlight=False)
+
+
+def _lab_status_once(run_dir: Path) -> LabStatus | None:
+    """The lab's status if it is up and serving, else None."""
+    state = read_state(run_dir)
+    if state is None:
+        return None
+
+    async def ask(bus: Bus) -> LabStatus | None:
+        try:
+            return await bus.request(LAB_STATUS, Empty(), timeout=5)
+        except BusError:
+            return None
+
+    try:
+        return with_bus(state.hub_url, ask)
+    except CtlError:
+        return None
 
 
 @app.command()
@@ -262,6 +287,60 @@ def services(
         print_json(found)
     else:
         console.print(services_table(found))
+
+
+@app.command()
+def peers(
+    node: Annotated[
+        str | None, typer.Option(help="Whose view (default: NODE_ID, else n1).")
+    ] = None,
+    capability: Annotated[str | None, typer.Option(help="Only peers that can do this.")] = None,
+    url: UrlOption = None,
+    run_dir: RunDir = Path(".meshmind/lab"),
+    json_out: JsonFlag = False,
+) -> None:
+    """The peers one host's discovery service sees (stale while it cannot reach the hub)."""
+    observer = node or os.environ.get("NODE_ID") or "n1"
+
+    async def ask(bus: Bus) -> PeerList:
+        return await bus.request(
+            DISCOVERY_PEERS, PeerQuery(capability=capability), node=observer, timeout=5
+        )
+
+    try:
+        view = with_bus(target_url(url, run_dir.resolve()), ask)
+    except (BusError, CtlError) as error:
+        raise _fail(f"no answer from {observer}'s discovery: {error}") from None
+    if json_out:
+        print_json(peers_json(view))
+    else:
+        console.print(peers_table(view))
+
+
+@app.command()
+def links(
+    url: UrlOption = None,
+    run_dir: RunDir = Path(".meshmind/lab"),
+    json_out: JsonFlag = False,
+) -> None:
+    """Every measured link, from the mesh-links bucket: a table and a quality matrix."""
+
+    async def read(bus: Bus) -> list[LinkReport]:
+        try:
+            bucket = await bus.hub().key_value(LINKS_BUCKET, LinkReport, create=False)
+        except KeyError:
+            return []
+        return list((await bucket.values()).values())
+
+    try:
+        reports = with_bus(target_url(url, run_dir.resolve()), read)
+    except (BusError, CtlError) as error:
+        raise _fail(str(error)) from None
+    if json_out:
+        print_json(links_json(reports))
+        return
+    console.print(links_table(reports))
+    console.print(link_matrix(reports))
 
 
 @app.command()

@@ -125,9 +125,9 @@ class LocalMesh:
                 f"no host {node!r} in this mesh (hosts: {', '.join(self.nodes)})"
             ) from None
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float = 30.0, *, services: bool = True) -> None:
         """Start the hub, every leaf and its link, wait until every leaf has joined the hub,
-        then start each host's services."""
+        then (unless ``services`` is false) start each host's services."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         hub_conf = self.run_dir / "hub.conf"
         hub_conf.write_text(
@@ -140,8 +140,8 @@ class LocalMesh:
             self.hosts[node] = await self._create_host(node)
         await asyncio.gather(*(self._start_leaf(h, timeout) for h in self.hosts.values()))
         await self.wait_joined(self.nodes, timeout)
-        for host in self.hosts.values():
-            await self._start_services(host)
+        if services:
+            await self.start_services()
         _log.info("lab.started", hub=self.hub_url, hosts=len(self.hosts), runner=self.runner.name)
 
     async def stop(self) -> None:
@@ -187,6 +187,15 @@ class LocalMesh:
                 missing = sorted(set(nodes) - current)
                 raise TimeoutError(f"leaves not joined to the hub after {timeout:g}s: {missing}")
             await asyncio.sleep(0.05)
+
+    async def start_services(self, nodes: Sequence[str] | None = None) -> None:
+        """Start the services of ``nodes`` (default: every host) that are not running."""
+        for node in nodes or self.nodes:
+            await self._start_services(self.host(node))
+
+    async def kill_services(self, node: str) -> None:
+        """SIGKILL a host's services, leaving its leaf server up."""
+        await asyncio.gather(*(p.kill() for p in self.host(node).services.values()))
 
     async def kill(self, node: str) -> HostStatus:
         """SIGKILL a host's services and its leaf server, as a power cut would."""

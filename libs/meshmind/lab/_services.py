@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshmind.lab._mesh import ServiceCommand
 
-HOST_SERVICES: tuple[str, ...] = ()
+HOST_SERVICES: tuple[str, ...] = ("meshmind_discovery", "meshmind_health_monitor")
 """Module names of the services a mesh host runs, started as ``python -m <module>``."""
 
 

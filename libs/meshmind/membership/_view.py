@@ -1,0 +1,92 @@
+"""One host's view of the membership: peers, their last sighting, and the changes to announce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meshmind.bus.protocol import PeerInfo
+
+ChangeKind = Literal["joined", "updated", "left"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A membership change to announce."""
+
+    kind: ChangeKind
+    node: str
+    peer: PeerInfo | None
+
+
+def _identity(peer: PeerInfo) -> tuple[object, ...]:
+    """What makes a peer 'updated' when it changes (load changes every beat, and does not)."""
+    return (sorted(peer.services), sorted(peer.capabilities), peer.version, peer.started_at)
+
+
+class PeerView:
+    """Peers seen through the hub's bucket, kept while the hub is out of reach.
+
+    Times are monotonic seconds given by the caller, so the view is deterministic to test.
+    A peer not heard from for ``ttl_s`` is expired locally, but only while the view is
+    confirmed: a host cut off from the hub keeps its last view, marked stale, instead of
+    declaring everyone gone.
+    """
+
+    def __init__(self, observer: str, ttl_s: float) -> None:
+        self.observer = observer
+        self.ttl_s = ttl_s
+        self._peers: dict[str, PeerInfo] = {}
+        self._heard_at: dict[str, float] = {}
+        self._confirmed_at: float | None = None
+
+    def put(self, peer: PeerInfo, now: float) -> Change | None:
+        """Record a peer's announcement; a change to announce if it joined or changed."""
+        known = self._peers.get(peer.node)
+        self._peers[peer.node] = peer
+        self._heard_at[peer.node] = now
+        if known is None:
+            return Change("joined", peer.node, peer)
+        if _identity(known) != _identity(peer):
+            return Change("updated", peer.node, peer)
+        return None
+
+    def remove(self, node: str) -> Change | None:
+        """Forget a peer that left or expired; a ``left`` change if it was known."""
+        peer = self._peers.pop(node, None)
+        self._heard_at.pop(node, None)
+        return Change("left", node, peer) if peer is not None else None
+
+    def expire(self, now: float) -> list[Change]:
+        """``left`` for every peer silent for longer than the TTL, while the view is confirmed."""
+        if self.stale(now, self.ttl_s):
+            return []
+        silent = [n for n, at in self._heard_at.items() if now - at > self.ttl_s]
+        return [c for c in (self.remove(n) for n in silent) if c is not None]
+
+    def reconcile(self, current: dict[str, PeerInfo], now: float) -> list[Change]:
+        """Bring the view in line with the bucket's full contents (after a reconnect)."""
+        changes = [c for c in (self.remove(n) for n in set(self._peers) - set(current)) if c]
+        changes += [c for c in (self.put(p, now) for p in current.values()) if c]
+        self.confirm(now)
+        return changes
+
+    def confirm(self, now: float) -> None:
+        """The hub answered: the view is current as of ``now``."""
+        if self.stale(now, self.ttl_s):
+            for node in self._heard_at:  # silence while we could not hear is not silence
+                self._heard_at[node] = now
+        self._confirmed_at = now
+
+    def stale(self, now: float, after_s: float) -> bool:
+        """Whether the hub has not confirmed the view for ``after_s`` seconds."""
+        return self._confirmed_at is None or now - self._confirmed_at > after_s
+
+    def age(self, now: float) -> float:
+        """Seconds since the hub last confirmed the view."""
+        return 0.0 if self._confirmed_at is None else max(0.0, now - self._confirmed_at)
+
+    def peers(self, capability: str | None = None) -> list[PeerInfo]:
+        """Known peers (this host included), optionally only those with ``capability``."""
+        ordered = sorted(self._peers.values(), key=lambda p: p.node)
+        return [p for p in ordered if capability is None or capability in p.capabilities]

@@ -1,0 +1,1 @@
+"""discovery: heartbeats this host into the mesh-peers bucket and turns the bucket into events."""

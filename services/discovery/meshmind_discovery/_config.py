@@ -1,0 +1,34 @@
+"""discovery's settings, from environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DiscoverySettings(BaseSettings):
+    """Heartbeat and expiry of membership; every field has an environment variable."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    heartbeat_s: float = Field(
+        default=1.0,
+        gt=0,
+        alias="DISCOVERY_HEARTBEAT_S",
+        description="How often this host announces itself.",
+    )
+    ttl_s: float = Field(
+        default=3.0, gt=0, alias="DISCOVERY_TTL_S", description="A host silent this long has left."
+    )
+    capabilities: list[str] = Field(
+        default_factory=list,
+        alias="CAPABILITIES",
+        description="What this host can do, comma-separated.",
+    )
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [c.strip() for c in value.split(",") if c.strip()]
+        return value

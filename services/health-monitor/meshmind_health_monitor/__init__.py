@@ -1,0 +1,1 @@
+"""health-monitor: probes the other hosts, scores every link, reports changes and state."""

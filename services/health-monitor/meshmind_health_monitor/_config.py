@@ -1,0 +1,58 @@
+"""health-monitor's settings, from environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HealthSettings(BaseSettings):
+    """Probing and reporting; every field has an environment variable."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    probe_interval_s: float = Field(
+        default=1.0, gt=0, alias="PROBE_INTERVAL_S", description="How often each link is probed."
+    )
+    probe_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        alias="PROBE_TIMEOUT_S",
+        description="A probe unanswered this long is lost (default: the interval).",
+    )
+    probe_fanout: int = Field(
+        default=8,
+        ge=1,
+        alias="PROBE_FANOUT",
+        description="At most this many peers probed per interval.",
+    )
+    peer_linger_s: float = Field(
+        default=10.0,
+        ge=0,
+        alias="PEER_LINGER_S",
+        description="Keep probing a peer this long after it left.",
+    )
+    report_every_s: float = Field(
+        default=5.0,
+        gt=0,
+        alias="LINK_REPORT_EVERY_S",
+        description="Refresh the mesh-links bucket this often.",
+    )
+    interfaces: list[str] = Field(
+        default_factory=list, alias="INTERFACES", description="Interfaces to watch (default: all)."
+    )
+    batman_iface: str = Field(
+        default="bat0", alias="BATMAN_IFACE", description="The batman-adv mesh interface."
+    )
+
+    @field_validator("interfaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [c.strip() for c in value.split(",") if c.strip()]
+        return value
+
+    @property
+    def timeout_s(self) -> float:
+        """The probe timeout in force."""
+        return self.probe_timeout_s or self.probe_interval_s
