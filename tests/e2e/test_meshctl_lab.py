@@ -157,3 +157,43 @@ def test_lab_leaves_no_process_behind(tmp_path: Path, how: signal.Signals) -> No
     os.kill(state["pid"], how)
 
     assert wait_gone([state["pid"], *lab_pids(status)]) == []
+
+
+def test_peers_and_links_of_a_lab_with_services(tmp_path: Path) -> None:
+    run_dir = tmp_path / "lab"
+    meshctl(run_dir, "up", "--nodes", "3", "--json")
+    try:
+        deadline = time.monotonic() + 60
+        peers: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            result = meshctl(run_dir, "peers", "--node", "n2", "--json", check=False)
+            peers = as_json(result) if result.returncode == 0 else {}
+            services = [set(p["services"]) for p in peers.get("peers", [])]
+            if len(services) == 3 and all(len(s) == 2 for s in services):
+                break
+            time.sleep(0.5)
+        assert [p["node"] for p in peers["peers"]] == ["n1", "n2", "n3"]
+        assert peers["observer"] == "n2"
+        assert not peers["stale"]
+        assert all(
+            p["services"] == ["meshmind-discovery", "meshmind-health"] for p in peers["peers"]
+        )
+
+        links: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            links = as_json(meshctl(run_dir, "links", "--json"))
+            if len(links) == 6 and all(link["state"] == "good" for link in links):
+                break
+            time.sleep(0.5)
+        assert [(link["source"], link["target"]) for link in links] == [
+            ("n1", "n2"),
+            ("n1", "n3"),
+            ("n2", "n1"),
+            ("n2", "n3"),
+            ("n3", "n1"),
+            ("n3", "n2"),
+        ]
+        table = meshctl(run_dir, "links").stdout
+        assert "link quality (row -> column)" in table
+    finally:
+        meshctl(run_dir, "down")
