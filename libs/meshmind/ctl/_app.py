@@ -58,7 +58,7 @@ from meshmind.ctl._render import (
 from meshmind.ctl._units import parse_duration_ms, parse_percent, parse_rate_bps
 from meshmind.ctl._views import link_matrix, links_json, links_table, peers_json, peers_table
 from meshmind.lab import default_run_dir, read_state
-from meshmind.lab._state import pid_alive
+from meshmind.lab._state import pid_alive, reap_orphans
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 link_app = typer.Typer(
@@ -120,6 +120,7 @@ def up(
     run_dir = run_dir.resolve()
     if read_state(run_dir) is not None:
         raise _fail(f"a lab is already running in {run_dir} (`meshctl down` first)")
+    _reap(run_dir)
     if run_dir.exists() and (run_dir / _MARKER).exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +181,7 @@ def down(
     run_dir = run_dir.resolve()
     state = read_state(run_dir)
     if state is None:
+        _reap(run_dir)
         console.print(f"no lab running in {run_dir}", highlight=False)
         return
     with contextlib.suppress(typer.Exit):
@@ -190,7 +192,17 @@ def down(
     if pid_alive(state.pid):
         os.kill(state.pid, signal.SIGKILL)
         console.print(f"[yellow]the lab did not stop in {timeout:g}s: killed[/yellow]")
+    _reap(run_dir)
     console.print(f"lab in {run_dir} is down", highlight=False)
+
+
+def _reap(run_dir: Path) -> None:
+    reaped = reap_orphans(run_dir)
+    if reaped:
+        error_console.print(
+            f"[yellow]killed {len(reaped)} process(es) left by an earlier lab "
+            f"in {run_dir}: {reaped}[/yellow]"
+        )
 
 
 @app.command()

@@ -16,6 +16,7 @@ from meshmind.lab._nats_config import ServerPorts, hub_config, leaf_config
 from meshmind.lab._ports import free_ports
 from meshmind.lab._process import ManagedProcess
 from meshmind.lab._servers import ServerHandle, ServerRunner, http_json, pick_runner, wait_healthy
+from meshmind.lab._state import RUN_MARKER
 
 _log = get_logger(__name__)
 
@@ -107,6 +108,10 @@ class LocalMesh:
         self.hosts: dict[str, Host] = {}
 
     @property
+    def _marker(self) -> dict[str, str]:
+        return {RUN_MARKER: str(self.run_dir)}
+
+    @property
     def hub_url(self) -> str:
         """The hub's client URL (for tools outside the mesh, such as the lab's control)."""
         return f"nats://127.0.0.1:{self.hub_ports.client}"
@@ -133,7 +138,7 @@ class LocalMesh:
         hub_conf.write_text(
             hub_config(self.hub_ports, self.hub_leafnode_port, self.run_dir / "hub" / "jetstream")
         )
-        self.hub = self.runner.server("hub", hub_conf, self.run_dir / "hub.log")
+        self.hub = self.runner.server("hub", hub_conf, self.run_dir / "hub.log", self._marker)
         await self.hub.start()
         await wait_healthy(self.hub_monitor_url, timeout)
         for node in self.nodes:
@@ -238,7 +243,7 @@ class LocalMesh:
                 node, ports, f"nats-leaf://127.0.0.1:{link.port}", self.run_dir / node / "jetstream"
             )
         )
-        server = self.runner.server(node, conf, self.run_dir / node / "leaf.log")
+        server = self.runner.server(node, conf, self.run_dir / node / "leaf.log", self._marker)
         return Host(node, ports, link, server)
 
     async def _start_leaf(self, host: Host, timeout: float) -> None:
@@ -246,7 +251,7 @@ class LocalMesh:
         await wait_healthy(host.monitor_url, timeout)
 
     async def _start_services(self, host: Host) -> None:
-        env = {**self.service_env, "NODE_ID": host.node, "NATS_URL": host.url}
+        env = {**self.service_env, **self._marker, "NODE_ID": host.node, "NATS_URL": host.url}
         for command in self.service_commands:
             process = host.services.get(command.name)
             if process is None:

@@ -40,7 +40,9 @@ class ServerRunner(Protocol):
 
     name: str
 
-    def server(self, name: str, config: Path, log_path: Path) -> ServerHandle: ...
+    def server(
+        self, name: str, config: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> ServerHandle: ...
 
 
 def nats_server_binary() -> str:
@@ -67,8 +69,10 @@ class LocalRunner:
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or nats_server_binary()
 
-    def server(self, name: str, config: Path, log_path: Path) -> ServerHandle:
-        return ManagedProcess(name, [self.binary, "-c", str(config)], log_path=log_path)
+    def server(
+        self, name: str, config: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> ServerHandle:
+        return ManagedProcess(name, [self.binary, "-c", str(config)], log_path=log_path, env=env)
 
 
 class _ContainerServer:
@@ -128,7 +132,9 @@ class DockerRunner:
     def __init__(self, image: str = NATS_IMAGE) -> None:
         self.image = image
 
-    def server(self, name: str, config: Path, log_path: Path) -> ServerHandle:
+    def server(
+        self, name: str, config: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> ServerHandle:
         return _ContainerServer(name, config, log_path, self.image)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 from pydantic import BaseModel
 
 STATE_FILE = "lab.json"
+RUN_MARKER = "MESHMIND_LAB_RUN"
+"""Set in the environment of every process a lab starts, to its run directory."""
 
 
 class LabState(BaseModel):
@@ -59,3 +63,25 @@ def pid_alive(pid: int) -> bool:
     except ChildProcessError:
         return True
     return waited == 0
+
+
+def reap_orphans(run_dir: Path, proc: Path = Path("/proc")) -> list[int]:
+    """SIGKILL every process still marked as started by a lab in ``run_dir``; their pids.
+
+    A lab's children die with it (PR_SET_PDEATHSIG) and on its orderly shutdown; this is the
+    net under both, for a lab that died in a way neither covered.
+    """
+    marker = f"{RUN_MARKER}={run_dir.resolve()}".encode()
+    reaped = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                reaped.append(int(entry.name))
+    return reaped
