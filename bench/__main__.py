@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-AREAS = ("bus",)
+AREAS = ("bus", "discovery", "health")
 
 
 def main(argv: list[str]) -> int:

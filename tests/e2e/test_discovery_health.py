@@ -24,13 +24,13 @@ from meshmind.bus.protocol import (
     PeerQuery,
 )
 from meshmind.lab import LocalMesh, host_services, node_names
+from tests.kit.membership import convergence_lag_s, sees_everyone
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually, request_when_served
 
 NODES = node_names(5)
 PROBE_INTERVAL_S = 0.5
 TTL_S = 3.0
-EXPIRY_SLACK_S = 0.25  # discovery checks for silent peers every 0.1 s
 
 
 @pytest.fixture
@@ -59,29 +59,15 @@ async def converged(lab: LocalMesh, hub: Bus) -> Recorder[PeerChange]:
     """Start every host's services and wait until each host sees all five."""
     changes = await Recorder.start(hub, PEER_CHANGES)
     await lab.start_services()
-
-    def everyone_sees_everyone() -> bool:
-        seen: dict[str, set[str]] = {}
-        for _, change in changes.events:
-            if change.kind == "joined":
-                seen.setdefault(change.observer, set()).add(change.node)
-        return all(seen.get(n) == set(NODES) for n in NODES)
-
-    await eventually(everyone_sees_everyone, within=60)
+    await eventually(lambda: sees_everyone(changes, NODES), within=60)
     return changes
 
 
 async def test_every_host_sees_every_other_within_a_second(lab: LocalMesh, hub: Bus) -> None:
     changes = await converged(lab, hub)
 
-    first_seen: dict[tuple[str, str], float] = {}
-    for at, change in changes.events:
-        if change.kind == "joined":
-            first_seen.setdefault((change.observer, change.node), at)
-    started = {n: first_seen[(n, n)] for n in NODES}  # a host's first announcement reached
-    last_start = max(started.values())
-    lag = max(first_seen[(o, n)] for o in NODES for n in NODES) - last_start
-    assert lag <= 1.0, f"converged {lag:.2f}s after the last host started"
+    lag = convergence_lag_s(changes, NODES)
+    assert 0 < lag <= 1.0, f"converged {lag:.2f}s after the last discovery service started"
     views = [await hub.request(DISCOVERY_PEERS, PeerQuery(), node=n, timeout=5) for n in NODES]
     assert all([p.node for p in v.peers] == NODES and not v.stale for v in views)
 
@@ -103,7 +89,7 @@ async def test_killed_host_is_declared_left_by_every_other_within_the_ttl(
 
     await eventually(lambda: set(left_everywhere()) == set(NODES[:4]), within=10)
     worst = max(left_everywhere().values()) - killed_at
-    assert worst <= TTL_S + EXPIRY_SLACK_S, f"last 'left' {worst:.2f}s after the kill"
+    assert worst <= TTL_S, f"last 'left' {worst:.2f}s after the kill"
     assert not [c for _, c in changes.since(killed_at) if c.kind == "left" and c.node != "n5"]
 
 

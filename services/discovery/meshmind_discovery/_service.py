@@ -29,6 +29,9 @@ from meshmind_discovery._config import DiscoverySettings
 
 _log = get_logger(__name__)
 EXPIRY_CHECK_S = 0.1
+EXPIRY_MARGIN_S = 2 * EXPIRY_CHECK_S
+"""Declare a peer left this much before its TTL runs out, so that with the check period and
+delivery every host says so within the TTL of the failure itself."""
 BEAT_FRESH_S = 3.0
 
 
@@ -40,7 +43,7 @@ class Discovery:
         self.settings = settings
         self.kv = kv
         self.node = bus.node_id
-        self.view = PeerView(self.node, settings.ttl_s)
+        self.view = PeerView(self.node, max(settings.heartbeat_s, settings.ttl_s - EXPIRY_MARGIN_S))
         self.started_at = time.time()
         self.meter = HostLoadMeter()
         self.beats: dict[str, tuple[ServiceBeat, float]] = {}

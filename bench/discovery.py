@@ -1,0 +1,136 @@
+"""Discovery benchmark: membership convergence of a 10-host lab and failure detection on a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.kit.membership import convergence_lag_s, sees_everyone
+from tests.kit.recorder import Recorder
+from tests.kit.waiting import eventually
+
+from bench._report import Metric, Report, median
+from meshmind.bus import Bus, BusSettings, configure_logging
+from meshmind.bus.protocol import PEER_CHANGES, PeerChange
+from meshmind.lab import LocalMesh, host_services, node_names
+
+NODES = node_names(10)
+LABS = 3
+KILLS = ("n10", "n9", "n8")
+STARTUP_WITHIN_S = 180.0
+LEFT_WITHIN_S = 30.0
+SETTLE_S = 2.0
+
+
+async def failure_detect_s(
+    mesh: LocalMesh, changes: Recorder[PeerChange], victim: str, live: Sequence[str]
+) -> tuple[float, int]:
+    """Kill ``victim``'s services; seconds until every host in ``live`` has emitted ``left``
+    for it, and how many ``left`` events named another host meanwhile."""
+    killed_at = time.monotonic()
+    await mesh.kill_services(victim)
+
+    def left_at() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for at, change in changes.since(killed_at):
+            if change.kind == "left" and change.node == victim:
+                out.setdefault(change.observer, at)
+        return out
+
+    await eventually(lambda: set(live) <= set(left_at()), within=LEFT_WITHIN_S)
+    detect = max(at for observer, at in left_at().items() if observer in live) - killed_at
+    spurious = sum(1 for _, c in changes.since(killed_at) if c.kind == "left" and c.node != victim)
+    return detect, spurious
+
+
+async def one_lab(
+    run_dir: Path,
+    converge: list[float],
+    detect: list[float],
+    odd: list[str],
+) -> None:
+    """A fresh 10-host lab: one convergence measurement, then one kill per ``KILLS`` entry."""
+    mesh = LocalMesh(run_dir, NODES, services=host_services())
+    try:
+        await mesh.start(timeout=60, services=False)
+        hub = await Bus.connect(
+            BusSettings(node_id="observer", nats_url=mesh.hub_url), name="bench-discovery"
+        )
+        try:
+            changes = await Recorder.start(hub, PEER_CHANGES)
+            await mesh.start_services()
+            await eventually(lambda: sees_everyone(changes, NODES), within=STARTUP_WITHIN_S)
+            converge.append(convergence_lag_s(changes, NODES))
+            await asyncio.sleep(SETTLE_S)
+            early = [c for _, c in changes.events if c.kind == "left"]
+            if early:
+                odd.append(f"{run_dir.name}: {len(early)} 'left' event(s) before any kill")
+            live = list(NODES)
+            for victim in KILLS:
+                live.remove(victim)
+                seconds, spurious = await failure_detect_s(mesh, changes, victim, live)
+                detect.append(seconds)
+                if spurious:
+                    odd.append(
+                        f"{run_dir.name}: {spurious} 'left' for live hosts on killing {victim}"
+                    )
+        finally:
+            await hub.close()
+    finally:
+        await mesh.stop()
+
+
+async def run() -> Report:
+    """``LABS`` fresh labs, each measuring convergence once and failure detection per kill."""
+    configure_logging(BusSettings(log_level="warning"), "bench")
+    converge: list[float] = []
+    detect: list[float] = []
+    odd: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(LABS):
+            await one_lab(Path(tmp) / f"lab{index + 1}", converge, detect, odd)
+    samples = "; ".join(
+        f"{name} samples {', '.join(f'{s:.3f}' for s in values)}"
+        for name, values in (
+            ("converge", converge),
+            ("failure_detect", detect),
+        )
+    )
+    return Report(
+        "discovery",
+        [
+            Metric(
+                "converge_10_hosts_s",
+                median(converge),
+                "s",
+                "value <= 1.0",
+                note=(
+                    "seconds from the start of the last discovery service (the started_at it "
+                    "announces, taken when its discovery logic starts once connected) until every "
+                    "host has announced 'joined' for all 10 hosts (each observer's own time of "
+                    "its first 'joined' per host); the e2e test uses the same definition"
+                ),
+            ),
+            Metric(
+                "failure_detect_s",
+                median(detect),
+                "s",
+                "value <= 3.0",
+                note=(
+                    "from SIGKILL of one host's services until every other live host has "
+                    "emitted 'left' for it; discovery TTL 3 s (default)"
+                ),
+            ),
+        ],
+        notes=[
+            f"median of {LABS} fresh 10-host labs for convergence and of {LABS * len(KILLS)} "
+            f"kills ({', '.join(KILLS)} in turn, {len(KILLS)} per lab) for failure detection; "
+            "default service settings (heartbeat 1 s, TTL 3 s); services and leaf servers of "
+            "all hosts share this machine's cores with the link emulators and the observer",
+            samples,
+            *odd,
+        ],
+    )
