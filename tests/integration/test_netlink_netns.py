@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -75,7 +76,7 @@ def veth_pair() -> Iterator[VethPair]:
 
 
 def sample_of(ns: str, name: str) -> InterfaceSample:
-    with NetlinkInterfaces(netns=ns) as interfaces:
+    with contextlib.closing(NetlinkInterfaces(netns=ns)) as interfaces:
         (found,) = interfaces.sample([name])
     return found
 

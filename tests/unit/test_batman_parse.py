@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 from typing import Any
@@ -201,5 +202,5 @@ def test_open_reflects_whether_the_module_is_loaded() -> None:
             BatmanAdv.open()
         assert str(raised.value) == UNAVAILABLE_MESSAGE
     else:
-        with BatmanAdv.open():
+        with contextlib.closing(BatmanAdv.open()):
             pass

@@ -18,7 +18,7 @@ from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._message import Empty, Message, Record
 from meshmind.bus._runtime import run, serve
 from meshmind.bus._service import ServiceKit
-from meshmind.bus._settings import BusSettings, check_node_id
+from meshmind.bus._settings import BusSettings, CommaList, check_node_id
 from meshmind.bus._tracing import configure_tracing, console_exporter, current_trace_id
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Bus",
     "BusError",
     "BusSettings",
+    "CommaList",
     "Contract",
     "Empty",
     "EndpointSpec",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -16,6 +16,16 @@ def check_node_id(value: str) -> str:
     if not NODE_ID_PATTERN.fullmatch(value):
         raise ValueError(f"node id {value!r} must match [A-Za-z0-9_-]+ (no dots, no wildcards)")
     return value
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+"""A list setting given in the environment as ``a,b,c``."""
 
 
 class BusSettings(BaseSettings):

@@ -6,8 +6,7 @@ import errno
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 from pyroute2.netlink import (
     NLM_F_DUMP,
@@ -274,14 +273,3 @@ class BatmanAdv:
 
     def close(self) -> None:
         self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

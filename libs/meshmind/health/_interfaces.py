@@ -7,8 +7,7 @@ import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from pyroute2 import IPRoute, NetNS
 
@@ -119,17 +118,6 @@ class NetlinkInterfaces:
 
     def close(self) -> None:
         self._ipr.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meshmind.bus import CommaList
 
 
 class DiscoverySettings(BaseSettings):
@@ -20,15 +22,8 @@ class DiscoverySettings(BaseSettings):
     ttl_s: float = Field(
         default=3.0, gt=0, alias="DISCOVERY_TTL_S", description="A host silent this long has left."
     )
-    capabilities: list[str] = Field(
+    capabilities: CommaList = Field(
         default_factory=list,
         alias="CAPABILITIES",
         description="What this host can do, comma-separated.",
     )
-
-    @field_validator("capabilities", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [c.strip() for c in value.split(",") if c.strip()]
-        return value

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meshmind.bus import CommaList
 
 
 class HealthSettings(BaseSettings):
@@ -38,19 +40,12 @@ class HealthSettings(BaseSettings):
         alias="LINK_REPORT_EVERY_S",
         description="Refresh the mesh-links bucket this often.",
     )
-    interfaces: list[str] = Field(
+    interfaces: CommaList = Field(
         default_factory=list, alias="INTERFACES", description="Interfaces to watch (default: all)."
     )
     batman_iface: str = Field(
         default="bat0", alias="BATMAN_IFACE", description="The batman-adv mesh interface."
     )
-
-    @field_validator("interfaces", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [c.strip() for c in value.split(",") if c.strip()]
-        return value
 
     @property
     def timeout_s(self) -> float:
