@@ -82,7 +82,7 @@ class Subscription:
 
 
 def _headers(msg: Msg) -> dict[str, str]:
-    return dict(msg.headers) if msg.headers else {}
+    return msg.headers or {}
 
 
 class Bus:

@@ -18,7 +18,7 @@ _PACKER = msgpack.Packer(use_bin_type=True)
 
 def encode(message: Message) -> bytes:
     """The msgpack bytes of ``message``."""
-    packed: bytes = _PACKER.pack(message.model_dump(mode="python"))
+    packed: bytes = _PACKER.pack(message.__pydantic_serializer__.to_python(message))
     return packed
 
 
@@ -38,7 +38,7 @@ def decode(data: bytes, model: type[M], *, max_size: int) -> M:
             raise BadRequest(f"{model.__name__}: missing schema version field 'v'")
         raise UnsupportedVersion(version, model.schema_version, model.__name__)
     try:
-        return model.model_validate(obj)
+        return model.__pydantic_validator__.validate_python(obj)  # type: ignore[no-any-return]
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
