@@ -141,7 +141,7 @@ def _all_links_good(links: Recorder[LinkChange]) -> bool:
 
 
 async def test_cut_drives_the_hosts_links_down_on_both_sides(lab: LocalMesh, hub: Bus) -> None:
-    await converged(lab, hub)
+    changes = await converged(lab, hub)
     links = await Recorder.start(hub, LINK_CHANGES)
     await eventually(lambda: _all_links_good(links), within=30)
 
@@ -163,7 +163,29 @@ async def test_cut_drives_the_hosts_links_down_on_both_sides(lab: LocalMesh, hub
         await eventually(n4_sees_everyone_down, within=15)
         peers = await local.request(DISCOVERY_PEERS, PeerQuery(), node="n4", timeout=5)
         assert peers.stale, "a host cut off from the hub must mark its view stale"
+        assert peers.age_s > 1.0
         assert [p.node for p in peers.peers] == NODES, "and keep answering from it"
+
+        restored_at = time.monotonic()
+        lab.host("n4").link.restore()
+
+        async def n4_fresh_and_whole() -> bool:
+            view = await local.request(DISCOVERY_PEERS, PeerQuery(), node="n4", timeout=5)
+            return not view.stale and [p.node for p in view.peers] == NODES
+
+        await eventually(n4_fresh_and_whole, within=15)
+        restored = await local.request(DISCOVERY_PEERS, PeerQuery(), node="n4", timeout=5)
+        assert restored.age_s < 2.0
+
+        def others_see_n4_again() -> bool:
+            back = {
+                c.observer
+                for _, c in changes.since(restored_at)
+                if c.kind == "joined" and c.node == "n4"
+            }
+            return back >= {"n1", "n2", "n3", "n5"}
+
+        await eventually(others_see_n4_again, within=15)
     finally:
         await local.close()
 
