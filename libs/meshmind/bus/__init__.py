@@ -16,7 +16,7 @@ from meshmind.bus._errors import (
 from meshmind.bus._jetstream import HubStore, KeyValue, KvEntry, ObjectInfo, ObjectStore
 from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._message import Empty, Message, Record
-from meshmind.bus._runtime import run, serve
+from meshmind.bus._runtime import background, run, serve
 from meshmind.bus._service import ServiceKit
 from meshmind.bus._settings import BusSettings, CommaList, check_node_id
 from meshmind.bus._tracing import configure_tracing, console_exporter, current_trace_id
@@ -48,6 +48,7 @@ __all__ = [
     "ServiceKit",
     "Subscription",
     "UnsupportedVersion",
+    "background",
     "check_node_id",
     "configure_logging",
     "configure_tracing",

@@ -56,7 +56,7 @@ class RawMessage:
         if description is None:
             return None
         code = self.headers.get(ERROR_CODE_HEADER, "500")
-        return ServiceError(int(code) if code.isdigit() else 500, description)
+        return ServiceError(int(code) if code.isascii() and code.isdigit() else 500, description)
 
 
 class Subscription:

@@ -98,10 +98,14 @@ class KeyValue(Generic[M]):
         return keys
 
     async def values(self) -> dict[str, M]:
-        """Every current value, by key."""
+        """Every current value, by key; values that do not decode are logged and skipped."""
         found: dict[str, M] = {}
         for key in await self.keys():
-            entry = await self.get(key)
+            try:
+                entry = await self.get(key)
+            except ServiceError as error:
+                _log.warning("kv.bad_value", key=key, reason=error.description)
+                continue
             if entry is not None and entry.value is not None:
                 found[key] = entry.value
         return found
@@ -126,7 +130,9 @@ class KeyValue(Generic[M]):
     def _entry(self, raw: _NatsKeyValue.Entry) -> KvEntry[M]:
         operation: Operation = {"DEL": "delete", "PURGE": "expired"}.get(raw.operation or "", "put")  # type: ignore[assignment]
         value = None
-        if operation == "put" and raw.value is not None:
+        if operation == "put" and not raw.value:  # a server marker that nats-py took for a put
+            operation = "expired"
+        elif operation == "put" and raw.value is not None:
             value = decode(raw.value, self._model, max_size=self._max_size)
         return KvEntry(raw.key, value, raw.revision or 0, operation)
 

@@ -48,15 +48,45 @@ async def serve(
         await stop.wait()
     finally:
         _log.info("service.stopping")
-        await kit.stop()
-        if cleanup is not None:
-            await cleanup()
-        await bus.drain()
+        await _shutdown(bus, kit, cleanup, settings.drain_timeout_s)
         if provider is not None:
             provider.force_flush()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         _log.info("service.stopped")
+
+
+async def _shutdown(
+    bus: Bus, kit: ServiceKit, cleanup: Callable[[], Awaitable[None]] | None, budget_s: float
+) -> None:
+    """Each step on its own, within ``budget_s``: a failing step is logged, the rest still run,
+    and the connection is closed at the end whatever happened."""
+    try:
+        async with asyncio.timeout(budget_s):
+            for step, action in (("stop", kit.stop), ("cleanup", cleanup), ("drain", bus.drain)):
+                if action is None:
+                    continue
+                try:
+                    await action()
+                except Exception:
+                    _log.exception("service.shutdown_step_failed", step=step)
+    except TimeoutError:
+        _log.warning("service.shutdown_timed_out", budget_s=budget_s)
+    await bus.close()
+
+
+def background(work: Awaitable[None], name: str) -> asyncio.Task[None]:
+    """Run ``work`` as a task whose failure is logged instead of vanishing with the task."""
+
+    async def guarded() -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("task.failed", task=name)
+
+    return asyncio.create_task(guarded(), name=name)
 
 
 def run(name: str, version: str, setup: Setup, *, description: str = "") -> None:

@@ -39,6 +39,12 @@ class BusSettings(BaseSettings):
         description="The local leaf nats-server (NATS_URL); comma-separated for several.",
     )
     hub_domain: str = Field(default="hub", description="JetStream domain of the hub (HUB_DOMAIN).")
+    hub_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Replicas of the mesh's buckets (HUB_REPLICAS): 3 with a 3-server hub.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level (LOG_LEVEL)."
     )

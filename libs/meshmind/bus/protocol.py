@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,8 @@ from meshmind.bus._message import Empty, Message, Record
 CONTRACT = Contract()
 
 NodeId = Field(pattern=r"^[A-Za-z0-9_-]+$", description="A host's id in the mesh.")
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+"""A service, instance or capability name."""
 
 
 # --- the lab: the local mesh on one machine -------------------------------------------------
@@ -156,8 +158,10 @@ class HostLoad(Record):
 
     cpu_pct: float = Field(ge=0, le=100, description="CPU busy over the last interval.")
     mem_pct: float = Field(ge=0, le=100, description="Memory in use.")
-    queues: dict[str, int] = Field(
-        default_factory=dict, description="Pending messages per service, as each reports."
+    queues: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Pending messages per service, as each reports.",
     )
 
 
@@ -165,8 +169,10 @@ class PeerInfo(Message):
     """A host as its discovery service announces it (the value in the ``mesh-peers`` bucket)."""
 
     node: str = NodeId
-    services: list[str] = Field(description="Services running on the host.")
-    capabilities: list[str] = Field(description="What the host can do, e.g. 'train', 'gpu'.")
+    services: list[Name] = Field(max_length=64, description="Services running on the host.")
+    capabilities: list[Name] = Field(
+        max_length=64, description="What the host can do, e.g. 'train', 'gpu'."
+    )
     load: HostLoad
     version: str
     started_at: float = Field(description="Unix time the discovery service started.")
@@ -210,8 +216,8 @@ class ServiceBeat(Message):
     """A service telling its host's discovery that it runs, and how much work is queued."""
 
     node: str = NodeId
-    service: str
-    instance: str
+    service: Name
+    instance: Name
     queue_depth: int = Field(ge=0)
 
 

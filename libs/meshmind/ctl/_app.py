@@ -58,7 +58,7 @@ from meshmind.ctl._render import (
 from meshmind.ctl._units import parse_duration_ms, parse_percent, parse_rate_bps
 from meshmind.ctl._views import link_matrix, links_json, links_table, peers_json, peers_table
 from meshmind.lab import default_run_dir, read_state
-from meshmind.lab._state import pid_alive, reap_orphans
+from meshmind.lab._state import is_lab_process, pid_alive, reap_orphans
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 link_app = typer.Typer(
@@ -189,7 +189,7 @@ def down(
     deadline = time.monotonic() + timeout
     while pid_alive(state.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if pid_alive(state.pid):
+    if pid_alive(state.pid) and is_lab_process(state.pid):
         os.kill(state.pid, signal.SIGKILL)
         console.print(f"[yellow]the lab did not stop in {timeout:g}s: killed[/yellow]")
     _reap(run_dir)
@@ -375,7 +375,11 @@ def watch(
 
         async def on_message(message: RawMessage) -> None:
             nonlocal seen
-            print(json.dumps(_decoded(message), sort_keys=True), flush=True)
+            try:
+                print(json.dumps(_decoded(message), sort_keys=True), flush=True)
+            except BrokenPipeError:  # the reader went away (`meshctl watch ... | head`)
+                done.set()
+                return
             seen += 1
             if count and seen >= count:
                 done.set()

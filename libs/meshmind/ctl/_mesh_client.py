@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshmind.bus import Bus, BusError, BusSettings, configure_logging
+from meshmind.bus import Bus, BusError, BusSettings, RawMessage, configure_logging
 from meshmind.lab import LabState, read_state
 
 T = TypeVar("T")
@@ -63,10 +63,10 @@ async def services_in_mesh(bus: Bus, wait: float = 0.5) -> list[dict[str, Any]]:
         bus.gather_raw("$SRV.INFO", wait=wait),
         bus.gather_raw("$SRV.STATS", wait=wait),
     )
-    info_by_id = {i["id"]: i for i in (json.loads(m.data) for m in infos)}
-    stats_by_id = {s["id"]: s for s in (json.loads(m.data) for m in stats)}
+    info_by_id = {i["id"]: i for i in _documents(infos)}
+    stats_by_id = {s["id"]: s for s in _documents(stats)}
     found = []
-    for ping in (json.loads(m.data) for m in pings):
+    for ping in _documents(pings):
         info = info_by_id.get(ping["id"], {})
         stat = stats_by_id.get(ping["id"], {})
         endpoints = stat.get("endpoints") or []
@@ -83,3 +83,16 @@ async def services_in_mesh(bus: Bus, wait: float = 0.5) -> list[dict[str, Any]]:
             }
         )
     return sorted(found, key=lambda s: (s["node"], s["name"], s["id"]))
+
+
+def _documents(replies: list[RawMessage]) -> list[dict[str, Any]]:
+    """The JSON objects with an ``id`` among Services API replies; anything else is skipped."""
+    found = []
+    for reply in replies:
+        try:
+            document = json.loads(reply.data)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and isinstance(document.get("id"), str):
+            found.append(document)
+    return found

@@ -13,6 +13,9 @@ from meshmind.bus.protocol import LinkShape
 _log = get_logger(__name__)
 _CHUNK = 64 * 1024
 _QUEUE_CHUNKS = 64
+_MAX_BACKLOG_S = 0.25
+"""Stop reading while this much queued data waits for a rate-limited wire: the sender then
+sees TCP backpressure, as on a real slow link, rather than a deep buffer in the proxy."""
 
 
 @dataclass
@@ -87,6 +90,9 @@ class _Connection:
         delivering = asyncio.create_task(deliver())
         try:
             while True:
+                backlog = state.wire_free_at - loop.time()
+                if backlog > _MAX_BACKLOG_S:
+                    await asyncio.sleep(backlog - _MAX_BACKLOG_S)
                 data = await reader.read(_CHUNK)
                 at = delivery_time(
                     loop.time(), len(data), self._emulator.shape, state, self._emulator.rng
@@ -105,9 +111,11 @@ class _Connection:
         return all(task.done() for task in self._tasks)
 
     def abort(self) -> None:
-        """Reset both sides at once, as a partition that TCP notices would."""
+        """Reset both sides at once, as a partition that TCP notices would, and stop pumping."""
         for writer in self._writers:
             writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
 
     async def wait(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -158,9 +166,10 @@ class LinkEmulator:
         """Stop listening and reset every open connection."""
         if self._server is not None:
             self._server.close()
+        await self._abort_all()
+        if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        await self._abort_all()
 
     def set_shape(self, shape: LinkShape) -> None:
         """Replace the link's shape."""
@@ -202,6 +211,10 @@ class LinkEmulator:
             upstream = await asyncio.open_connection(*self.target)
         except OSError as error:
             _log.warning("link.target_unreachable", link=self.name, error=str(error))
+            writer.transport.abort()
+            return
+        if self.cut_off:  # cut while we were connecting
+            upstream[1].transport.abort()
             writer.transport.abort()
             return
         connection = _Connection(self, (reader, writer), upstream)

@@ -25,6 +25,8 @@ def hub_config(ports: ServerPorts, leafnode_port: int, store_dir: Path) -> str:
     """The hub: JetStream in domain ``hub`` and a leaf-node listener."""
     return f"""# meshmind lab hub (generated)
 server_name: hub
+ping_interval: "2s"
+ping_max: 3
 listen: "127.0.0.1:{ports.client}"
 http: "127.0.0.1:{ports.monitor}"
 jetstream {{
@@ -43,6 +45,9 @@ def leaf_config(node: str, ports: ServerPorts, hub_leafnode_url: str, store_dir:
     """One host's leaf: its own JetStream domain (the node id), one remote to the hub."""
     return f"""# meshmind lab leaf {node} (generated)
 server_name: {_q(node)}
+# A silent partition (no reset, no FIN) is noticed after ping_interval x ping_max.
+ping_interval: "2s"
+ping_max: 3
 listen: "127.0.0.1:{ports.client}"
 http: "127.0.0.1:{ports.monitor}"
 jetstream {{

@@ -42,7 +42,16 @@ def read_state(run_dir: Path) -> LabState | None:
     if not path.exists():
         return None
     state = LabState.model_validate_json(path.read_text())
-    return state if pid_alive(state.pid) else None
+    return state if pid_alive(state.pid) and is_lab_process(state.pid) else None
+
+
+def is_lab_process(pid: int, proc: Path = Path("/proc")) -> bool:
+    """Whether ``pid`` is a lab process (and not another one that reused a stale pid)."""
+    try:
+        cmdline = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"meshmind.lab" in cmdline
 
 
 def clear_state(run_dir: Path) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from meshmind import __version__
-from meshmind.bus import Bus, BusError, HubUnavailable, KeyValue, ServiceKit, get_logger, run
+from meshmind.bus import Bus, BusError, KeyValue, ServiceKit, background, get_logger, run
 from meshmind.bus.protocol import (
     DISCOVERY_PEERS,
     DISCOVERY_PICK,
@@ -33,21 +32,24 @@ EXPIRY_MARGIN_S = 2 * EXPIRY_CHECK_S
 """Declare a peer left this much before its TTL runs out, so that with the check period and
 delivery every host says so within the TTL of the failure itself."""
 BEAT_FRESH_S = 3.0
+MAX_BEATS = 256
 
 
 class Discovery:
     """One host's discovery: its announcement, its view, and the events it emits."""
 
-    def __init__(self, bus: Bus, settings: DiscoverySettings, kv: KeyValue[PeerInfo]) -> None:
+    def __init__(self, bus: Bus, settings: DiscoverySettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.kv = kv
+        self.kv: KeyValue[PeerInfo] | None = None
         self.node = bus.node_id
-        self.view = PeerView(self.node, max(settings.heartbeat_s, settings.ttl_s - EXPIRY_MARGIN_S))
+        silence_s = max(settings.heartbeat_s, settings.ttl_s - EXPIRY_MARGIN_S)
+        self.view = PeerView(self.node, silence_s)
         self.started_at = time.time()
         self.meter = HostLoadMeter()
         self.beats: dict[str, tuple[ServiceBeat, float]] = {}
         self.reachable = False
+        self.watch_live = False
         self.tasks: list[asyncio.Task[None]] = []
         self.watching: asyncio.Task[None] | None = None
 
@@ -56,17 +58,18 @@ class Discovery:
 
     def info(self) -> PeerInfo:
         """This host's announcement: the services that beat recently, load, capabilities."""
-        fresh = {k: b for k, (b, at) in self.beats.items() if self.now() - at <= BEAT_FRESH_S}
-        services = sorted({b.service for b in fresh.values()} | {DISCOVERY_SERVICE})
+        now = self.now()
+        self.beats = {k: (b, at) for k, (b, at) in self.beats.items() if now - at <= BEAT_FRESH_S}
+        services = sorted({b.service for b, _ in self.beats.values()} | {DISCOVERY_SERVICE})
         queues: dict[str, int] = {}
-        for beat in fresh.values():
+        for beat, _ in self.beats.values():
             queues[beat.service] = queues.get(beat.service, 0) + beat.queue_depth
         cpu, mem = self.meter.read()
         return PeerInfo(
             node=self.node,
-            services=services,
+            services=services[:64],
             capabilities=self.settings.capabilities,
-            load=HostLoad(cpu_pct=cpu, mem_pct=mem, queues=queues),
+            load=HostLoad(cpu_pct=cpu, mem_pct=mem, queues=dict(list(queues.items())[:64])),
             version=__version__,
             started_at=self.started_at,
         )
@@ -74,66 +77,102 @@ class Discovery:
     async def announce(self, changes: list[Change]) -> None:
         for change in changes:
             _log.info(f"peer.{change.kind}", peer=change.node)
-            await self.bus.publish(
-                PEER_CHANGES,
-                PeerChange(
-                    observer=self.node,
-                    node=change.node,
-                    kind=change.kind,
-                    peer=change.peer,
-                    at=time.time(),
-                ),
+            event = PeerChange(
                 observer=self.node,
+                node=change.node,
+                kind=change.kind,
+                peer=change.peer,
+                at=time.time(),
             )
+            try:
+                await self.bus.publish(PEER_CHANGES, event, observer=self.node)
+            except BusError as error:  # the view is right; only the event is lost
+                _log.warning("peer.announce_failed", peer=change.node, error=str(error))
 
     async def heartbeat(self) -> None:
-        """Announce this host every interval; track whether the hub answers."""
+        """Announce this host at a fixed rate; track whether the hub answers."""
+        interval = self.settings.heartbeat_s
+        put_budget = max(0.2, min(interval, self.settings.ttl_s - interval))
+        next_at = self.now()
         while True:
             try:
-                await self.kv.put(self.node, self.info())
-            except (HubUnavailable, BusError) as error:
-                if self.reachable:
-                    _log.warning("hub.unreachable", error=str(error))
-                self.reachable = False
+                async with asyncio.timeout(put_budget):
+                    kv = self.kv or await self.bind()
+                    await kv.put(self.node, self.info())
+            except Exception as error:  # unreachable, slow, or refused: all mean "not now"
+                self.lost_hub(error)
             else:
                 if not self.reachable:
-                    await self.reconnected()
+                    await self.reconnected(kv)
                 self.view.confirm(self.now())
-            await asyncio.sleep(self.settings.heartbeat_s)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - self.now()))
 
-    async def reconnected(self) -> None:
+    async def bind(self) -> KeyValue[PeerInfo]:
+        """The peers bucket, created on first use (the hub may be out of reach at start)."""
+        self.kv = await self.bus.hub().key_value(
+            PEERS_BUCKET,
+            PeerInfo,
+            ttl_s=self.settings.ttl_s,
+            expiry_markers=True,
+            replicas=self.bus.settings.hub_replicas,
+        )
+        return self.kv
+
+    def lost_hub(self, error: BaseException) -> None:
+        if self.reachable:
+            _log.warning("hub.unreachable", error=repr(error))
+        self.reachable = False
+        self.watch_live = False
+        if self.watching is not None:
+            self.watching.cancel()
+            self.watching = None
+
+    async def reconnected(self, kv: KeyValue[PeerInfo]) -> None:
         """The hub answers (again): re-read the bucket, announce the differences, re-watch."""
         try:
-            current = await self.kv.values()
+            current = await kv.values()
         except BusError as error:
             _log.warning("hub.reconcile_failed", error=str(error))
             return
         self.reachable = True
         _log.info("hub.reachable", peers=len(current))
         await self.announce(self.view.reconcile(current, self.now()))
-        if self.watching is not None:
-            self.watching.cancel()
-        self.watching = asyncio.create_task(self.watch())
+        self.watching = background(self.watch(kv), "watch")
 
-    async def watch(self) -> None:
-        """Turn the bucket's updates and expiry markers into membership changes."""
-        async for entry in self.kv.watch():
-            if entry.value is not None:
-                change = self.view.put(entry.value, self.now())
-            else:
-                change = self.view.remove(entry.key)
-            if change is not None:
-                await self.announce([change])
+    async def watch(self, kv: KeyValue[PeerInfo]) -> None:
+        """Turn the bucket's updates and expiry markers into membership changes; a watch that
+        ends or fails is started again (it replays each key's current entry)."""
+        while True:
+            try:
+                async for entry in kv.watch():
+                    self.watch_live = True
+                    await self.apply(entry.key, entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                _log.warning("watch.failed", error=repr(error))
+            self.watch_live = False
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def apply(self, key: str, value: PeerInfo | None) -> None:
+        if value is not None and value.node != key:
+            _log.warning("peer.key_mismatch", key=key, node=value.node)
+            return
+        change = self.view.put(value, self.now()) if value is not None else self.view.remove(key)
+        if change is not None:
+            await self.announce([change])
 
     async def expire(self) -> None:
-        """Declare left a peer whose announcements stopped, even before the bucket says so."""
+        """Declare left a peer whose announcements stopped, even before the bucket says so;
+        only while the hub answers and the watch delivers, so silence is theirs, not ours."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_S)
-            if self.reachable:
+            if self.reachable and self.watch_live:
                 await self.announce(self.view.expire(self.now()))
 
     async def on_beat(self, beat: ServiceBeat) -> None:
-        if beat.node == self.node:
+        if beat.node == self.node and (beat.instance in self.beats or len(self.beats) < MAX_BEATS):
             self.beats[beat.instance] = (beat, self.now())
 
     async def peers(self, query: PeerQuery) -> PeerList:
@@ -159,25 +198,27 @@ class Discovery:
 
     async def close(self) -> None:
         """Stop announcing and leave at once (delete the key) rather than by expiry."""
-        for task in [*self.tasks, *([self.watching] if self.watching else [])]:
+        tasks = [*self.tasks, *([self.watching] if self.watching else [])]
+        for task in tasks:
             task.cancel()
-        with contextlib.suppress(BusError):
-            await asyncio.wait_for(self.kv.delete(self.node), 2)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.kv is not None and self.reachable:
+            try:
+                async with asyncio.timeout(2):
+                    await self.kv.delete(self.node)
+            except (BusError, TimeoutError) as error:
+                _log.info("peer.leave_by_expiry", error=repr(error))
 
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
-    """Declare discovery's endpoints and start its loops."""
-    settings = DiscoverySettings()
-    kv = await bus.hub().key_value(
-        PEERS_BUCKET, PeerInfo, ttl_s=settings.ttl_s, expiry_markers=True
-    )
-    discovery = Discovery(bus, settings, kv)
+    """Declare discovery's endpoints and start its loops; the hub may be out of reach."""
+    discovery = Discovery(bus, DiscoverySettings())
     kit.endpoint(DISCOVERY_PEERS, discovery.peers, node=bus.node_id)
     kit.endpoint(DISCOVERY_PICK, discovery.pick, node=bus.node_id)
     await kit.subscribe(SERVICE_BEATS, discovery.on_beat, node=bus.node_id)
     discovery.tasks = [
-        asyncio.create_task(discovery.heartbeat()),
-        asyncio.create_task(discovery.expire()),
+        background(discovery.heartbeat(), "heartbeat"),
+        background(discovery.expire(), "expire"),
     ]
     return discovery.close
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from meshmind import __version__
-from meshmind.bus import Bus, BusError, Empty, KeyValue, ServiceKit, get_logger, run
+from meshmind.bus import Bus, BusError, Empty, KeyValue, ServiceKit, background, get_logger, run
 from meshmind.bus.protocol import (
     DISCOVERY_PEERS,
     HEALTH_HOST,
@@ -36,10 +36,11 @@ _log = get_logger(__name__)
 class Monitor:
     """One host's monitor: what it probes, what it measured, what it last published."""
 
-    def __init__(self, bus: Bus, settings: HealthSettings, kv: KeyValue[LinkReport]) -> None:
+    def __init__(self, bus: Bus, settings: HealthSettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.kv = kv
+        self.kv: KeyValue[LinkReport] | None = None
+        self.storing: set[str] = set()
         self.node = bus.node_id
         self.links = LinkTable(self.node)
         self.rotation = ProbeRotation(settings.probe_fanout)
@@ -79,11 +80,16 @@ class Monitor:
             batch = self.rotation.next_batch()
             if batch:
                 await asyncio.gather(*(self.probe(peer) for peer in batch))
-            self.interface_health = await self.interfaces.read()
-            await self.batman.read()
             await asyncio.sleep(
                 max(0.0, self.settings.probe_interval_s - (time.monotonic() - started))
             )
+
+    async def read_sources(self) -> None:
+        """Read the host sources every interval, apart from probing so they cannot stall it."""
+        while True:
+            self.interface_health = await self.interfaces.read()
+            await self.batman.read()
+            await asyncio.sleep(self.settings.probe_interval_s)
 
     async def probe(self, peer: str) -> None:
         self.seq += 1
@@ -99,10 +105,14 @@ class Monitor:
             rtt_ms = (time.perf_counter() - start) * 1000
         except BusError:
             rtt_ms = None
+        if peer not in self.peers:  # it left while the probe was out: forget, do not revive
+            return
         change = self.links.record(peer, rtt_ms, time.time())
         if change is not None:
             await self.publish(change)
-        await self.store(peer, force=change is not None)
+        if peer not in self.storing:  # the hub may be slow or gone: never hold up probing
+            self.storing.add(peer)
+            background(self.store(peer, force=change is not None), f"store {peer}")
 
     async def publish(self, change: LinkChange) -> None:
         link = change.link
@@ -117,17 +127,31 @@ class Monitor:
 
     async def store(self, peer: str, *, force: bool) -> None:
         """Keep the link's report in the hub bucket: on change, and refreshed regularly."""
-        now = time.monotonic()
-        if not force and now - self.stored_at.get(peer, 0.0) < self.settings.report_every_s:
-            return
-        report = next((r for r in self.links.reports() if r.target == peer), None)
-        if report is None:
-            return
         try:
-            await self.kv.put(f"{self.node}.{peer}", report)
+            now = time.monotonic()
+            if not force and now - self.stored_at.get(peer, 0.0) < self.settings.report_every_s:
+                return
+            report = next((r for r in self.links.reports() if r.target == peer), None)
+            if report is None:
+                return
+            async with asyncio.timeout(self.settings.probe_interval_s):
+                kv = self.kv or await self.bind()
+                await kv.put(f"{self.node}.{peer}", report)
             self.stored_at[peer] = now
-        except BusError as error:  # the hub is out of reach: the events still flow locally
-            _log.debug("links.store_failed", error=str(error))
+        except (BusError, TimeoutError) as error:  # hub out of reach: events still flow locally
+            _log.debug("links.store_failed", error=repr(error))
+        finally:
+            self.storing.discard(peer)
+
+    async def bind(self) -> KeyValue[LinkReport]:
+        """The links bucket, created on first use (the hub may be out of reach at start)."""
+        self.kv = await self.bus.hub().key_value(
+            LINKS_BUCKET,
+            LinkReport,
+            ttl_s=6 * self.settings.report_every_s,
+            replicas=self.bus.settings.hub_replicas,
+        )
+        return self.kv
 
     async def answer(self, probe: Probe) -> ProbeReply:
         return ProbeReply(node=self.node, seq=probe.seq)
@@ -157,17 +181,16 @@ class Monitor:
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
     """Declare the monitor's endpoints and start probing."""
-    settings = HealthSettings()
-    kv = await bus.hub().key_value(LINKS_BUCKET, LinkReport, ttl_s=6 * settings.report_every_s)
-    monitor = Monitor(bus, settings, kv)
+    monitor = Monitor(bus, HealthSettings())
     await monitor.interfaces.open()
     await monitor.batman.open()
     kit.endpoint(HEALTH_PROBE, monitor.answer, node=bus.node_id)
     kit.endpoint(HEALTH_LINKS, monitor.link_list, node=bus.node_id)
     kit.endpoint(HEALTH_HOST, monitor.host, node=bus.node_id)
     monitor.tasks = [
-        asyncio.create_task(monitor.follow_peers()),
-        asyncio.create_task(monitor.probe_loop()),
+        background(monitor.follow_peers(), "follow-peers"),
+        background(monitor.probe_loop(), "probe"),
+        background(monitor.read_sources(), "sources"),
     ]
     return monitor.close
 

@@ -12,7 +12,6 @@ from meshmind.bus import get_logger
 from meshmind.bus.protocol import InterfaceHealth
 from meshmind.health import (
     BatmanAdv,
-    BatmanUnavailable,
     InterfaceSample,
     NetlinkInterfaces,
     link_quality,
@@ -48,8 +47,8 @@ class InterfaceSource:
         try:
             self._netlink = await on_netlink_thread(NetlinkInterfaces)
             self.status = "on"
-        except OSError as error:
-            self._off(f"netlink unavailable: {error}")
+        except Exception as error:  # any failure to open means: this host has no such source
+            self._off(f"netlink unavailable: {error!r}")
 
     def _off(self, reason: str) -> None:
         self.status = f"off: {reason}"
@@ -63,8 +62,8 @@ class InterfaceSource:
         try:
             netlink, names = self._netlink, self._names
             samples = await on_netlink_thread(lambda: netlink.sample(names))
-        except OSError as error:
-            self._off(f"netlink read failed: {error}")
+        except Exception as error:  # a source that fails is turned off, never fatal
+            self._off(f"netlink read failed: {error!r}")
             return []
         found = []
         for sample in samples:
@@ -100,7 +99,7 @@ class BatmanSource:
         try:
             self._batman = await on_netlink_thread(BatmanAdv.open)
             self.status = "on"
-        except BatmanUnavailable as error:
+        except Exception as error:  # BatmanUnavailable, or no permission, or anything else
             self.status = f"off: {error}"
             _log.info("source.absent", source=self.name, reason=str(error))
 
@@ -111,10 +110,11 @@ class BatmanSource:
         try:
             batman, iface = self._batman, self._mesh_iface
             originators = await on_netlink_thread(lambda: batman.originators(iface))
-        except BatmanUnavailable as error:
+            qualities = {o.originator: link_quality(o) for o in originators if o.best}
+        except Exception as error:  # a source that fails is turned off, never fatal
             self.status = f"off: {error}"
             self._batman = None
             _log.warning("source.absent", source=self.name, reason=str(error))
             return {}
         self.status = f"on: {len(originators)} originators"
-        return {o.originator: link_quality(o) for o in originators if o.best}
+        return qualities
