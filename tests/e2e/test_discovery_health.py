@@ -242,3 +242,26 @@ async def test_bad_input_to_every_endpoint_and_subscription(lab: LocalMesh, hub:
         return False
 
     await eventually(drops_counted)
+
+
+async def test_a_host_that_starts_cut_off_serves_a_stale_view_then_joins(
+    lab: LocalMesh, hub: Bus
+) -> None:
+    await lab.host("n5").link.cut()
+    changes = await Recorder.start(hub, PEER_CHANGES)
+    await lab.start_services()
+    local = await Bus.connect(BusSettings(node_id="n5", nats_url=lab.host("n5").url), name="t")
+    try:
+        view = await request_when_served(local, DISCOVERY_PEERS, PeerQuery(), node="n5", within=30)
+        assert view.stale, "no hub yet: the view must say it is not confirmed"
+        health = await request_when_served(local, HEALTH_LINKS, Empty(), node="n5", within=30)
+        assert health.node == "n5"
+
+        lab.host("n5").link.restore()
+
+        await eventually(lambda: sees_everyone(changes, NODES), within=30)
+        fresh = await local.request(DISCOVERY_PEERS, PeerQuery(), node="n5", timeout=5)
+        assert not fresh.stale
+        assert [p.node for p in fresh.peers] == NODES
+    finally:
+        await local.close()
