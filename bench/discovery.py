@@ -8,14 +8,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.kit.labs import observed_lab
 from tests.kit.membership import convergence_lag_s, sees_everyone
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, median
-from meshmind.bus import Bus, BusSettings, configure_logging
+from meshmind.bus import BusSettings, configure_logging
 from meshmind.bus.protocol import PEER_CHANGES, PeerChange
-from meshmind.lab import LocalMesh, host_services, node_names
+from meshmind.lab import LocalMesh, node_names
 
 NODES = node_names(10)
 LABS = 3
@@ -53,34 +54,22 @@ async def one_lab(
     odd: list[str],
 ) -> None:
     """A fresh 10-host lab: one convergence measurement, then one kill per ``KILLS`` entry."""
-    mesh = LocalMesh(run_dir, NODES, services=host_services())
-    try:
-        await mesh.start(timeout=60, services=False)
-        hub = await Bus.connect(
-            BusSettings(node_id="observer", nats_url=mesh.hub_url), name="bench-discovery"
-        )
-        try:
-            changes = await Recorder.start(hub, PEER_CHANGES)
-            await mesh.start_services()
-            await eventually(lambda: sees_everyone(changes, NODES), within=STARTUP_WITHIN_S)
-            converge.append(convergence_lag_s(changes, NODES))
-            await asyncio.sleep(SETTLE_S)
-            early = [c for _, c in changes.events if c.kind == "left"]
-            if early:
-                odd.append(f"{run_dir.name}: {len(early)} 'left' event(s) before any kill")
-            live = list(NODES)
-            for victim in KILLS:
-                live.remove(victim)
-                seconds, spurious = await failure_detect_s(mesh, changes, victim, live)
-                detect.append(seconds)
-                if spurious:
-                    odd.append(
-                        f"{run_dir.name}: {spurious} 'left' for live hosts on killing {victim}"
-                    )
-        finally:
-            await hub.close()
-    finally:
-        await mesh.stop()
+    async with observed_lab(run_dir, NODES, name="bench-discovery") as (mesh, hub):
+        changes = await Recorder.start(hub, PEER_CHANGES)
+        await mesh.start_services()
+        await eventually(lambda: sees_everyone(changes, NODES), within=STARTUP_WITHIN_S)
+        converge.append(convergence_lag_s(changes, NODES))
+        await asyncio.sleep(SETTLE_S)
+        early = [c for _, c in changes.events if c.kind == "left"]
+        if early:
+            odd.append(f"{run_dir.name}: {len(early)} 'left' event(s) before any kill")
+        live = list(NODES)
+        for victim in KILLS:
+            live.remove(victim)
+            seconds, spurious = await failure_detect_s(mesh, changes, victim, live)
+            detect.append(seconds)
+            if spurious:
+                odd.append(f"{run_dir.name}: {spurious} 'left' for live hosts on killing {victim}")
 
 
 async def run() -> Report:

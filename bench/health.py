@@ -9,13 +9,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.kit.labs import observed_lab
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, median
 from meshmind.bus import Bus, BusSettings, configure_logging
 from meshmind.bus.protocol import LINK_CHANGES, PEER_CHANGES, LinkChange, LinkShape, PeerChange
-from meshmind.lab import LocalMesh, host_services, node_names
+from meshmind.lab import LocalMesh, node_names
 
 DEGRADE_NODES = node_names(5)
 DEGRADE_VICTIMS = ("n5", "n4", "n3", "n2", "n1")
@@ -132,22 +133,12 @@ async def degraded_lab(run_dir: Path, odd: list[str]) -> tuple[list[float], list
     """A 5-host lab: degrade, detect, restore and recover once per ``DEGRADE_VICTIMS`` host."""
     detect: list[float] = []
     recover: list[float] = []
-    mesh = LocalMesh(run_dir, DEGRADE_NODES, services=host_services())
-    try:
-        await mesh.start(timeout=60, services=False)
-        hub = await Bus.connect(
-            BusSettings(node_id="observer", nats_url=mesh.hub_url), name="bench-health"
-        )
-        try:
-            links = await converged(mesh, hub)
-            for victim in DEGRADE_VICTIMS:
-                seconds, back = await degrade_and_recover(mesh, links, victim, odd)
-                detect.append(seconds)
-                recover.append(back)
-        finally:
-            await hub.close()
-    finally:
-        await mesh.stop()
+    async with observed_lab(run_dir, DEGRADE_NODES, name="bench-health") as (mesh, hub):
+        links = await converged(mesh, hub)
+        for victim in DEGRADE_VICTIMS:
+            seconds, back = await degrade_and_recover(mesh, links, victim, odd)
+            detect.append(seconds)
+            recover.append(back)
     return detect, recover
 
 
@@ -185,33 +176,23 @@ async def cpu_lab(run_dir: Path, odd: list[str]) -> tuple[list[float], list[floa
     service's CPU use."""
     probe: list[float] = []
     discovery: list[float] = []
-    mesh = LocalMesh(run_dir, CPU_NODES, services=host_services())
-    try:
-        await mesh.start(timeout=60, services=False)
-        hub = await Bus.connect(
-            BusSettings(node_id="observer", nats_url=mesh.hub_url), name="bench-health-cpu"
-        )
-        try:
-            await converged(mesh, hub)
-            await asyncio.sleep(SETTLE_S)
-            health_pids = service_pids(mesh, HEALTH)
-            discovery_pids = service_pids(mesh, DISCOVERY)
-            for window in range(CPU_WINDOWS):
-                usage = await cpu_pct({**health_pids, **_prefixed(discovery_pids)}, CPU_WINDOW_S)
-                per_host_probe = [usage[n] for n in health_pids]
-                per_host_discovery = [usage[f"d:{n}"] for n in discovery_pids]
-                probe.append(median(per_host_probe))
-                discovery.append(median(per_host_discovery))
-                odd.append(
-                    f"cpu window {window + 1}: health monitor per host "
-                    f"min {min(per_host_probe):.2f}% max {max(per_host_probe):.2f}%, "
-                    f"discovery min {min(per_host_discovery):.2f}% "
-                    f"max {max(per_host_discovery):.2f}%"
-                )
-        finally:
-            await hub.close()
-    finally:
-        await mesh.stop()
+    async with observed_lab(run_dir, CPU_NODES, name="bench-health-cpu") as (mesh, hub):
+        await converged(mesh, hub)
+        await asyncio.sleep(SETTLE_S)
+        health_pids = service_pids(mesh, HEALTH)
+        discovery_pids = service_pids(mesh, DISCOVERY)
+        for window in range(CPU_WINDOWS):
+            usage = await cpu_pct({**health_pids, **_prefixed(discovery_pids)}, CPU_WINDOW_S)
+            per_host_probe = [usage[n] for n in health_pids]
+            per_host_discovery = [usage[f"d:{n}"] for n in discovery_pids]
+            probe.append(median(per_host_probe))
+            discovery.append(median(per_host_discovery))
+            odd.append(
+                f"cpu window {window + 1}: health monitor per host "
+                f"min {min(per_host_probe):.2f}% max {max(per_host_probe):.2f}%, "
+                f"discovery min {min(per_host_discovery):.2f}% "
+                f"max {max(per_host_discovery):.2f}%"
+            )
     return probe, discovery
 
 

@@ -1,0 +1,31 @@
+"""A local mesh with its services ready to start, and an observer connected to its hub."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from meshmind.bus import Bus, BusSettings
+from meshmind.lab import LocalMesh, host_services
+
+
+@contextlib.asynccontextmanager
+async def observed_lab(
+    run_dir: Path,
+    nodes: Sequence[str],
+    *,
+    name: str = "observer",
+    service_env: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[LocalMesh, Bus]]:
+    """A started mesh whose services are not started yet, and a bus on its hub."""
+    mesh = LocalMesh(run_dir, nodes, services=host_services(), service_env=service_env)
+    try:
+        await mesh.start(timeout=60, services=False)
+        hub = await Bus.connect(BusSettings(node_id="observer", nats_url=mesh.hub_url), name=name)
+        try:
+            yield mesh, hub
+        finally:
+            await hub.close()
+    finally:
+        await mesh.stop()
