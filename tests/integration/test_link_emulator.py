@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -80,3 +81,18 @@ async def test_50ms_delay_raises_the_round_trip_across_the_link_by_100ms(
 
     assert delayed - clean >= 100, f"clean {clean:.1f} ms, delayed {delayed:.1f} ms"
     assert delayed - clean < 400, f"clean {clean:.1f} ms, delayed {delayed:.1f} ms"
+
+
+async def test_bandwidth_cap_slows_a_large_transfer(mesh: LocalMesh, connect: Connect) -> None:
+    n1, n2 = await connect("n1"), await connect("n2")
+    store = await n1.hub().object_store("test-rate")
+    blob = os.urandom(250_000)  # 2 Mbit, random: leaf links compress (S2) what they can
+
+    mesh.host("n2").link.set_shape(LinkShape(rate_bps=4_000_000))
+    reader = await n2.hub().object_store("test-rate")
+    await store.put("blob", blob)
+    start = time.perf_counter()
+    assert await reader.get("blob") == blob
+    elapsed = time.perf_counter() - start
+
+    assert elapsed >= 0.45, f"2 Mbit through a 4 Mbit/s link took only {elapsed:.2f}s"
