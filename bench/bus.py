@@ -26,18 +26,27 @@ RAW_SUBJECT = "bench.raw"
 TRACEPARENT = {"traceparent": "00-9867c5de08720cfd798bc04aec9547bf-25ede3b2ab4c36ca-01"}
 
 
+class Countdown:
+    """Counts arrivals; ``done`` is set at the ``expected``-th."""
+
+    def __init__(self, expected: int) -> None:
+        self.left = expected
+        self.done = asyncio.Event()
+
+    def tick(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+
 async def raw_throughput(url: str, headers: dict[str, str] | None = None) -> float:
     """Messages per second from one nats-py publisher to one subscriber."""
     sub_nc, pub_nc = await nats.connect(url), await nats.connect(url)
     payload = encode(Ping(seq=1, origin="n1"))
-    done = asyncio.Event()
-    received = 0
+    arrived = Countdown(MESSAGES)
 
     async def on_message(_: Msg) -> None:
-        nonlocal received
-        received += 1
-        if received == MESSAGES:
-            done.set()
+        arrived.tick()
 
     await sub_nc.subscribe(RAW_SUBJECT, cb=on_message, pending_msgs_limit=MESSAGES * 2)
     await sub_nc.flush()
@@ -45,7 +54,7 @@ async def raw_throughput(url: str, headers: dict[str, str] | None = None) -> flo
     for _ in range(MESSAGES):
         await pub_nc.publish(RAW_SUBJECT, payload, headers=headers)
     await pub_nc.flush()
-    await asyncio.wait_for(done.wait(), 120)
+    await asyncio.wait_for(arrived.done.wait(), 120)
     elapsed = time.perf_counter() - start
     await sub_nc.close()
     await pub_nc.close()
@@ -57,14 +66,10 @@ async def kit_throughput(url: str) -> float:
     settings = BusSettings(node_id="n1", nats_url=url)
     sub_bus = await Bus.connect(settings, name="bench-sub")
     pub_bus = await Bus.connect(settings, name="bench-pub")
-    done = asyncio.Event()
-    received = 0
+    arrived = Countdown(MESSAGES)
 
     async def on_ping(_: Ping) -> None:
-        nonlocal received
-        received += 1
-        if received == MESSAGES:
-            done.set()
+        arrived.tick()
 
     await sub_bus.subscribe(PINGS, on_ping, node="n1")
     await sub_bus.flush()
@@ -72,7 +77,7 @@ async def kit_throughput(url: str) -> float:
     for seq in range(MESSAGES):
         await pub_bus.publish(PINGS, Ping(seq=seq, origin="n1"), node="n1")
     await pub_bus.flush()
-    await asyncio.wait_for(done.wait(), 120)
+    await asyncio.wait_for(arrived.done.wait(), 120)
     elapsed = time.perf_counter() - start
     assert sub_bus.dropped.total() == 0
     await sub_bus.close()

@@ -83,6 +83,20 @@ async def converged(mesh: LocalMesh, hub: Bus) -> Recorder[LinkChange]:
     return links
 
 
+async def all_reach(
+    links: Recorder[LinkChange], since: float, expected: set[str], state: str
+) -> float:
+    """Wait until every link in ``expected`` has reported ``state`` since ``since``; when."""
+    await eventually(
+        lambda: first_all_in(links, since, expected, state) is not None,
+        within=CHANGE_WITHIN_S,
+        every=0.02,
+    )
+    reached = first_all_in(links, since, expected, state)
+    assert reached is not None
+    return reached
+
+
 async def degrade_and_recover(
     mesh: LocalMesh, links: Recorder[LinkChange], victim: str, odd: list[str]
 ) -> tuple[float, float]:
@@ -91,13 +105,7 @@ async def degrade_and_recover(
     expected = links_of(victim, mesh.nodes)
     degraded_at = time.monotonic()
     mesh.host(victim).link.set_shape(SHAPE)
-    await eventually(
-        lambda: first_all_in(links, degraded_at, expected, "degraded") is not None,
-        within=CHANGE_WITHIN_S,
-        every=0.02,
-    )
-    detected = first_all_in(links, degraded_at, expected, "degraded")
-    assert detected is not None
+    detected = await all_reach(links, degraded_at, expected, "degraded")
     went_down = sorted(
         {link_name(c) for _, c in links.since(degraded_at) if c.link.state == "down"}
     )
@@ -106,13 +114,7 @@ async def degrade_and_recover(
 
     restored_at = time.monotonic()
     mesh.host(victim).link.restore()
-    await eventually(
-        lambda: first_all_in(links, restored_at, expected, "good") is not None,
-        within=CHANGE_WITHIN_S,
-        every=0.02,
-    )
-    recovered = first_all_in(links, restored_at, expected, "good")
-    assert recovered is not None
+    recovered = await all_reach(links, restored_at, expected, "good")
     bystanders = sorted(
         {
             link_name(c)
