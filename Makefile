@@ -7,14 +7,16 @@ STAMP := $(VENV)/.installed
 NODES ?= 5
 AREA ?=
 PYTEST_ARGS ?=
+SOAK_S ?= 1800
 
-.PHONY: help install test test-unit lint format demo bench up down docs clean
+.PHONY: help install test test-unit lint format demo bench soak up down docs clean
 
 help:
 	@echo "make demo    start a 5-host local mesh, show it working, tear it down"
 	@echo "make test    install everything into $(VENV) and run the whole suite"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   benchmarks into bench/results/ (AREA=bus for one area)"
+	@echo "make soak    the lab under a stream of faults for SOAK_S seconds (default 1800)"
 	@echo "make up / make down   a local mesh that stays up (NODES=$(NODES))"
 	@echo "make docs    regenerate docs/protocol.md and docs/schemas/ from the protocol module"
 
@@ -47,7 +49,11 @@ demo: $(STAMP)
 	$(BIN)/meshctl demo --nodes 5
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(AREA)
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration $(SOAK_S)
 
 up: $(STAMP)
 	$(BIN)/meshctl up --nodes $(NODES)

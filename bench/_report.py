@@ -72,6 +72,8 @@ class Report:
     area: str
     metrics: list[Metric] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    command: str | None = None
+    """The command that produced it (default: ``make bench AREA=<area>``)."""
 
     def write(self) -> Path:
         """Write ``bench/results/<area>.json`` and return its path."""
@@ -80,7 +82,7 @@ class Report:
             "area": self.area,
             "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": machine(),
-            "command": f"make bench AREA={self.area}",
+            "command": self.command or f"make bench AREA={self.area}",
             "metrics": [m.as_json() for m in self.metrics],
         }
         if self.notes:
