@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 NODES ?= 5
 AREA ?=
 PYTEST_ARGS ?=
+SEEDS ?= 10000
 SOAK_S ?= 1800
 
-.PHONY: help install test test-unit lint format demo bench soak up down docs clean
+.PHONY: help install test test-unit lint format demo bench soak up down docs clean sim
 
 help:
 	@echo "make demo    start a 5-host local mesh, show it working, tear it down"
@@ -19,6 +20,7 @@ help:
 	@echo "make soak    the lab under a stream of faults for SOAK_S seconds (default 1800)"
 	@echo "make up / make down   a local mesh that stays up (NODES=$(NODES))"
 	@echo "make docs    regenerate docs/protocol.md and docs/schemas/ from the protocol module"
+	@echo "make sim     seeded Raft simulations (SEEDS=$(SEEDS); one: python -m tests.kit.raft_sim --seed S)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +62,9 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(BIN)/meshctl down
+
+sim: $(STAMP)
+	$(BIN)/python -m tests.kit.raft_sim --seeds $(SEEDS)
 
 docs: $(STAMP)
 	$(BIN)/python -m meshmind.bus.docs

@@ -64,3 +64,12 @@ class Snapshot:
 
     meta: SnapshotMeta = field(default_factory=SnapshotMeta)
     data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What durable storage hands back on restart: persistent state, snapshot and log suffix."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()
