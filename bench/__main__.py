@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-AREAS = ("bus", "discovery", "health")
+AREAS = ("bus", "discovery", "health", "consensus", "decision")
 
 
 def main(argv: list[str]) -> int:

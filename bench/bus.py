@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from tests.kit.echo import ECHO, ECHO_SERVICE, PINGS, EchoRequest, Ping, setup_echo
 
 from bench._report import Metric, Report, median, percentile
-from meshmind.bus import Bus, BusSettings, NoResponders, configure_logging, encode
+from meshmind.bus import Bus, BusSettings, NoResponders, ServiceKit, configure_logging, encode
 from meshmind.lab import LocalMesh
 
 MESSAGES = 20_000
@@ -114,7 +114,7 @@ async def kit_round_trips_us(url: str) -> list[float]:
     settings = BusSettings(node_id="n1", nats_url=url)
     server = await Bus.connect(settings, name="bench-server")
     client = await Bus.connect(settings, name="bench-client")
-    kit = server.service(ECHO_SERVICE, "1.0.0")
+    kit = ServiceKit(server, ECHO_SERVICE, "1.0.0")
     await setup_echo(server, kit)
     await kit.start()
     for _ in range(50):  # warm up, as the raw side does

@@ -1,4 +1,5 @@
-"""Discovery benchmark: membership convergence of a 10-host lab and failure detection on a kill."""
+"""Discovery benchmark: membership convergence of a 10-host lab (on fast and on 250 ms links),
+failure detection on a kill, and false departures while the hub keeps losing the watches."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.kit.hub_consumers import delete_consumers
 from tests.kit.labs import observed_lab
 from tests.kit.membership import convergence_lag_s, sees_everyone
 from tests.kit.recorder import Recorder
@@ -15,7 +17,7 @@ from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, median
 from meshmind.bus import BusSettings, configure_logging
-from meshmind.bus.protocol import PEER_CHANGES, PeerChange
+from meshmind.bus.protocol import PEER_CHANGES, PEERS_BUCKET, LinkShape, PeerChange
 from meshmind.lab import LocalMesh, node_names
 
 NODES = node_names(10)
@@ -24,6 +26,11 @@ KILLS = ("n10", "n9", "n8")
 STARTUP_WITHIN_S = 180.0
 LEFT_WITHIN_S = 30.0
 SETTLE_S = 2.0
+SLOW_LABS = 2
+SLOW_DELAY_MS = 250.0
+LOSS_S = 60.0
+LOSS_EVERY_S = 3.0
+JITTER_MS = 40.0
 
 
 async def failure_detect_s(
@@ -72,20 +79,47 @@ async def one_lab(
                 odd.append(f"{run_dir.name}: {spurious} 'left' for live hosts on killing {victim}")
 
 
+async def slow_lab(run_dir: Path, converge: list[float], false_left: list[int]) -> None:
+    """A fresh 10-host lab with every link 250 ms one way: convergence; then every link gets
+    ±40 ms of jitter instead, and the hub loses every watch consumer every few seconds for a
+    minute, while no host stops: every 'left' then is a false one."""
+    async with observed_lab(run_dir, NODES, name="bench-discovery-slow") as (mesh, hub):
+        for node in NODES:
+            mesh.host(node).link.set_shape(LinkShape(delay_ms=SLOW_DELAY_MS))
+        changes = await Recorder.start(hub, PEER_CHANGES)
+        await mesh.start_services()
+        await eventually(lambda: sees_everyone(changes, NODES), within=STARTUP_WITHIN_S)
+        converge.append(convergence_lag_s(changes, NODES))
+        for node in NODES:
+            mesh.host(node).link.set_shape(LinkShape(jitter_ms=JITTER_MS))
+        await asyncio.sleep(SETTLE_S)
+        loss_at = time.monotonic()
+        while time.monotonic() - loss_at < LOSS_S:
+            await delete_consumers(hub, f"KV_{PEERS_BUCKET}")
+            await asyncio.sleep(LOSS_EVERY_S)
+        await asyncio.sleep(SETTLE_S)
+        false_left.append(sum(1 for _, c in changes.since(loss_at) if c.kind == "left"))
+
+
 async def run() -> Report:
     """``LABS`` fresh labs, each measuring convergence once and failure detection per kill."""
     configure_logging(BusSettings(log_level="warning"), "bench")
     converge: list[float] = []
     detect: list[float] = []
     odd: list[str] = []
+    converge_slow: list[float] = []
+    false_left: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(LABS):
             await one_lab(Path(tmp) / f"lab{index + 1}", converge, detect, odd)
+        for index in range(SLOW_LABS):
+            await slow_lab(Path(tmp) / f"slow{index + 1}", converge_slow, false_left)
     samples = "; ".join(
         f"{name} samples {', '.join(f'{s:.3f}' for s in values)}"
         for name, values in (
             ("converge", converge),
             ("failure_detect", detect),
+            ("converge_250ms", converge_slow),
         )
     )
     return Report(
@@ -111,6 +145,29 @@ async def run() -> Report:
                 note=(
                     "from SIGKILL of one host's services until every other live host has "
                     "emitted 'left' for it; discovery TTL 3 s (default)"
+                ),
+            ),
+            Metric(
+                "converge_10_hosts_250ms_s",
+                median(converge_slow),
+                "s",
+                "value <= 2.0",
+                note=(
+                    f"as converge_10_hosts_s, with every host's link to the hub delayed "
+                    f"{SLOW_DELAY_MS:g} ms each way from before the services start; median of "
+                    f"{SLOW_LABS} fresh labs"
+                ),
+            ),
+            Metric(
+                "false_left_events",
+                float(sum(false_left)),
+                "events",
+                "value <= 0",
+                note=(
+                    f"'left' events for live hosts, summed over {SLOW_LABS} 10-host labs, during "
+                    f"{LOSS_S:g} s in which every consumer of the peers bucket was deleted on the "
+                    f"hub every {LOSS_EVERY_S:g} s, with ±{JITTER_MS:g} ms jitter on every link "
+                    f"(per lab: {false_left})"
                 ),
             ),
         ],

@@ -1,4 +1,5 @@
-"""Health benchmark: how fast a degraded link is seen and recovers, and what probing costs."""
+"""Health benchmark: how fast a degraded link is seen and recovers, what probing costs, and how
+long a full read of the link table takes over a slow link."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, median
 from meshmind.bus import Bus, BusSettings, configure_logging
-from meshmind.bus.protocol import LINK_CHANGES, PEER_CHANGES, LinkChange, LinkShape, PeerChange
+from meshmind.bus.protocol import (
+    LINK_CHANGES,
+    LINKS_BUCKET,
+    PEER_CHANGES,
+    LinkChange,
+    LinkReport,
+    LinkShape,
+    PeerChange,
+)
+from meshmind.health import link_key, read_links
 from meshmind.lab import LocalMesh, node_names
 
 DEGRADE_NODES = node_names(5)
@@ -27,6 +37,10 @@ CPU_WINDOW_S = 20.0
 STARTUP_WITHIN_S = 180.0
 CHANGE_WITHIN_S = 60.0
 SETTLE_S = 3.0
+READ_SOURCES = [f"a{i}" for i in range(1, 9)]
+READ_TARGETS = [f"b{i}" for i in range(1, 9)]
+READ_SHAPE = LinkShape(delay_ms=200)
+READ_REPETITIONS = 7
 HEALTH = "meshmind_health_monitor"
 DISCOVERY = "meshmind_discovery"
 
@@ -202,6 +216,57 @@ def _prefixed(pids: dict[str, int]) -> dict[str, int]:
     return {f"d:{n}": p for n, p in pids.items()}
 
 
+def stored_report(source: str, target: str) -> LinkReport:
+    """A plausible report of the link ``source -> target``, measured now."""
+    return LinkReport(
+        source=source,
+        target=target,
+        state="good",
+        score=0.97,
+        delivery=1.0,
+        rtt_ms=12.5,
+        jitter_ms=3.1,
+        probes=120,
+        at=time.time(),
+    )
+
+
+async def links_read_lab(run_dir: Path, odd: list[str]) -> list[float]:
+    """A one-host lab whose link has 200 ms of one-way delay; 64 reports stored from the hub:
+    seconds per full read of the link table (what ``meshctl links`` does) from the host."""
+    mesh = LocalMesh(run_dir, ["n1"])
+    await mesh.start(timeout=60, services=False)
+    try:
+        hub = await Bus.connect(BusSettings(node_id="bench", nats_url=mesh.hub_url), name="bench")
+        reader = await Bus.connect(
+            BusSettings(node_id="n1", nats_url=mesh.host("n1").url), name="bench-reader"
+        )
+        try:
+            bucket = await hub.hub().key_value(LINKS_BUCKET, LinkReport, ttl_s=600)
+            for source in READ_SOURCES:
+                for target in READ_TARGETS:
+                    await bucket.put(link_key(source, target), stored_report(source, target))
+            mesh.host("n1").link.set_shape(READ_SHAPE)
+            await read_links(reader)  # warm-up: the connection's first JetStream requests
+            samples = []
+            for _ in range(READ_REPETITIONS):
+                started = time.perf_counter()
+                checked = await read_links(reader)
+                samples.append(time.perf_counter() - started)
+                expected = len(READ_SOURCES) * len(READ_TARGETS)
+                if len(checked.accepted) != expected or checked.refused:
+                    odd.append(
+                        f"links read: {len(checked.accepted)} of {expected} reports, "
+                        f"{len(checked.refused)} refused"
+                    )
+            return samples
+        finally:
+            await reader.close()
+            await hub.close()
+    finally:
+        await mesh.stop()
+
+
 async def run() -> Report:
     """The degraded-link lab, then the CPU lab."""
     configure_logging(BusSettings(log_level="warning"), "bench")
@@ -209,6 +274,7 @@ async def run() -> Report:
     with tempfile.TemporaryDirectory() as tmp:
         detect, recover = await degraded_lab(Path(tmp) / "degraded", odd)
         probe, discovery = await cpu_lab(Path(tmp) / "cpu", odd)
+        reads = await links_read_lab(Path(tmp) / "read", odd)
 
     def listed(values: list[float]) -> str:
         return ", ".join(f"{v:.3f}" for v in values)
@@ -246,6 +312,17 @@ async def run() -> Report:
                 "%",
                 note="discovery process, measured the same way in the same windows",
             ),
+            Metric(
+                "links_read_64_keys_200ms_s",
+                median(reads),
+                "s",
+                "value <= 1.0",
+                note=(
+                    "a full read of the mesh-links bucket holding 64 reports (read_links: bind, "
+                    "one ordered consumer, checks), from a host whose hub link has 200 ms of "
+                    "one-way delay (400 ms round trip)"
+                ),
+            ),
         ],
         notes=[
             f"degraded/recover: one 5-host lab, median of {len(DEGRADE_VICTIMS)} repetitions, "
@@ -259,6 +336,8 @@ async def run() -> Report:
             "over hosts; default service settings (probe interval 1.0 s, heartbeat 1 s)",
             f"degraded_detect samples {listed(detect)}; recover samples {listed(recover)}",
             f"probe cpu samples {listed(probe)}; discovery cpu samples {listed(discovery)}",
+            f"links read: median of {READ_REPETITIONS} reads after one warm-up read; "
+            f"samples {listed(reads)}",
             *odd,
         ],
     )

@@ -21,19 +21,25 @@ from tests.kit.waiting import eventually
 from bench._report import Metric, Report
 from meshmind.bus import Bus, BusError, BusSettings, KeyValue, Message, configure_logging
 from meshmind.bus.protocol import (
+    CONSENSUS_GET,
+    CONSENSUS_PUT,
     DISCOVERY_PEERS,
     LINK_CHANGES,
     PEER_CHANGES,
+    CutMode,
+    KvKey,
+    KvPut,
     LinkChange,
     LinkShape,
     PeerChange,
     PeerQuery,
 )
-from meshmind.lab import LocalMesh, node_names
+from meshmind.lab import LocalMesh, host_services, node_names
 
 LEDGER_BUCKET = "soak-ledger"
 WITNESS = "n1"
 """A host no fault touches: its services live the whole run, so their memory is the trend."""
+CUT_MODES: tuple[CutMode, ...] = ("loud", "silent", "up", "down")
 SAMPLE_EVERY_S = 10.0
 WARMUP_S = 60.0
 
@@ -56,6 +62,8 @@ class Soak:
     faults: Counter[str] = field(default_factory=Counter)
     acked: list[int] = field(default_factory=list)
     write_failures: int = 0
+    consensus_acked: list[int] = field(default_factory=list)
+    consensus_failures: int = 0
     memory: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
@@ -72,6 +80,27 @@ class Soak:
             else:
                 self.acked.append(seq)
             await asyncio.sleep(0.2)
+
+    async def commit_forever(self) -> None:
+        """Acknowledged consensus writes through the witness host's consensus service."""
+        seq = 0
+        while True:
+            seq += 1
+            try:
+                reply = await self.hub.request(
+                    CONSENSUS_PUT,
+                    KvPut(key=f"soak/w{seq}", value=str(seq)),
+                    node=WITNESS,
+                    timeout=5,
+                )
+            except BusError:
+                self.consensus_failures += 1
+            else:
+                if reply.ok:
+                    self.consensus_acked.append(seq)
+                else:
+                    self.consensus_failures += 1
+            await asyncio.sleep(0.5)
 
     async def sample_memory(self, started: float) -> None:
         """Resident memory of every service process, every ``SAMPLE_EVERY_S``."""
@@ -100,7 +129,9 @@ class Soak:
                 await asyncio.sleep(self.rng.uniform(2, 8))
                 await self.mesh.restart(node, timeout=60)
             elif kind == "cut":
-                await self.mesh.host(node).link.cut()
+                mode: CutMode = self.rng.choice(CUT_MODES)
+                self.faults[f"cut-{mode}"] += 1
+                await self.mesh.host(node).link.cut(mode)
                 await asyncio.sleep(self.rng.uniform(3, 15))
                 self.mesh.host(node).link.restore()
             elif kind == "degrade":
@@ -132,10 +163,11 @@ def _rss_kib(pid: int | None) -> int | None:
 
 def rss_growth_pct(series: dict[str, list[tuple[float, int]]], duration_s: float) -> float:
     """The largest growth of resident memory, in percent, from the first sample after the
-    warm-up to the last, among processes that lived at least half the run."""
+    process's own warm-up to the last, among processes that lived at least half the run."""
     growth = [0.0]
     for samples in series.values():
-        steady = [rss for at, rss in samples if at >= WARMUP_S]
+        born = samples[0][0]
+        steady = [rss for at, rss in samples if at >= born + WARMUP_S]
         if len(steady) >= 2 and samples[-1][0] - samples[0][0] >= duration_s / 2:
             growth.append(100.0 * (steady[-1] - steady[0]) / steady[0])
     return max(growth)
@@ -146,7 +178,10 @@ async def soak(duration_s: float, nodes: int, fault_every_s: float, seed: int) -
     configure_logging(BusSettings(log_level="warning"), "soak")
     names = node_names(nodes)
     with tempfile.TemporaryDirectory() as tmp:
-        async with observed_lab(Path(tmp) / "lab", names, name="soak") as (mesh, hub):
+        run_dir = Path(tmp) / "lab"
+        async with observed_lab(
+            run_dir, names, name="soak", services=host_services(names, run_dir)
+        ) as (mesh, hub):
             peers = await Recorder.start(hub, PEER_CHANGES)
             links = await Recorder.start(hub, LINK_CHANGES)
             await mesh.start_services()
@@ -159,6 +194,7 @@ async def soak(duration_s: float, nodes: int, fault_every_s: float, seed: int) -
             started = time.monotonic()
             tasks = [
                 asyncio.create_task(run.write_forever(ledger)),
+                asyncio.create_task(run.commit_forever()),
                 asyncio.create_task(run.sample_memory(started)),
                 asyncio.create_task(run.inject_faults()),
             ]
@@ -178,8 +214,9 @@ async def soak(duration_s: float, nodes: int, fault_every_s: float, seed: int) -
             whole = await _membership_whole(hub, names)
             stored = await _stored_seqs(ledger)
             lost = sorted(set(run.acked) - stored)
+            lost_commits = await _lost_commits(hub, run.consensus_acked)
             await writer_bus.close()
-    report = _report(run, peers, links, lost, elapsed, nodes, seed)
+    report = _report(run, peers, links, lost, lost_commits, elapsed, nodes, seed)
     report.notes.insert(1, f"membership whole at the end (every host lists every host): {whole}")
     return report
 
@@ -204,6 +241,26 @@ async def _membership_whole(hub: Bus, names: list[str], within: float = 60.0) ->
     return True
 
 
+async def _lost_commits(hub: Bus, acked: list[int]) -> list[int]:
+    """Acknowledged consensus writes that a linearizable read no longer finds."""
+    lost = []
+    for seq in acked:
+        for attempt in range(20):
+            try:
+                entry = await hub.request(
+                    CONSENSUS_GET, KvKey(key=f"soak/w{seq}"), node=WITNESS, timeout=5
+                )
+            except BusError:
+                await asyncio.sleep(1 + attempt)
+                continue
+            if entry.value != str(seq):
+                lost.append(seq)
+            break
+        else:
+            lost.append(seq)
+    return lost
+
+
 async def _stored_seqs(ledger: KeyValue[LedgerEntry]) -> set[int]:
     """What the ledger holds, once the hub's JetStream answers again (it may be recovering)."""
     deadline = time.monotonic() + 60
@@ -222,6 +279,7 @@ def _report(
     peers: Recorder[PeerChange],
     links: Recorder[LinkChange],
     lost: list[int],
+    lost_commits: list[int],
     elapsed: float,
     nodes: int,
     seed: int,
@@ -236,23 +294,27 @@ def _report(
         [
             Metric(
                 "acked_entries_lost",
-                len(lost),
+                len(lost) + len(lost_commits),
                 "entries",
                 "value <= 0",
-                note=f"{len(run.acked)} writes acknowledged by the hub's JetStream through "
-                f"{WITNESS}'s leaf, {run.write_failures} refused or timed out; lost: {lost[:20]}",
+                note=f"{len(run.consensus_acked)} consensus writes acknowledged through "
+                f"{WITNESS}'s consensus service ({run.consensus_failures} refused or timed out), "
+                f"lost: {lost_commits[:20]}; {len(run.acked)} writes acknowledged by the hub's "
+                f"JetStream through {WITNESS}'s leaf ({run.write_failures} refused or timed out), "
+                f"lost: {lost[:20]}",
             ),
             Metric(
                 "max_rss_growth_pct",
                 rss_growth_pct(run.memory, elapsed),
                 "%",
-                note=f"resident memory of each service process from {WARMUP_S:g} s on, among "
-                "processes alive for at least half the run",
+                note=f"resident memory of each service process from {WARMUP_S:g} s after its "
+                "start to the end, the largest growth among processes alive for at least half "
+                "the run",
             ),
             Metric("duration_s", elapsed, "s", "value >= 600"),
             Metric(
                 "faults_injected",
-                sum(run.faults.values()),
+                sum(n for kind, n in run.faults.items() if not kind.startswith("cut-")),
                 "faults",
                 note=", ".join(f"{kind}: {count}" for kind, count in sorted(run.faults.items())),
             ),

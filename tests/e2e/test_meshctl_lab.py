@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
+from meshmind.bus.protocol import (
+    CONSENSUS_SERVICE,
+    DECISION_SERVICE,
+    DISCOVERY_SERVICE,
+    FL_COORDINATOR_SERVICE,
+    FL_TRAINER_SERVICE,
+    HEALTH_SERVICE,
+)
 from meshmind.lab._state import pid_alive
+from tests.kit.stubborn import READY
 
 
 def meshctl(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -102,7 +111,7 @@ def test_operator_session_from_up_to_down(lab: Path) -> None:
         "stall_ms": 200.0,
     }
     cut = as_json(meshctl(lab, "link", "cut", "n3", "--json"))
-    assert cut["cut"] is True
+    assert (cut["cut"], cut["cut_mode"]) == (True, "loud")
     events, _ = watcher.communicate(timeout=60)
     assert watcher.returncode == 0
     lines = [json.loads(line) for line in events.splitlines()]
@@ -132,6 +141,29 @@ def test_operator_session_from_up_to_down(lab: Path) -> None:
     assert f"no lab is running in {lab}" in after.stderr
 
 
+def test_silent_and_one_way_cuts_from_the_command_line(lab: Path) -> None:
+    silent = as_json(meshctl(lab, "link", "cut", "n2", "--silent", "--json"))
+    assert (silent["cut"], silent["cut_mode"]) == (True, "silent")
+    assert silent["connections"] == 1, "a silent cut keeps the leaf's connection open"
+    assert "cut silently" in meshctl(lab, "status").stdout
+
+    restored = as_json(meshctl(lab, "link", "restore", "n2", "--json"))
+    assert (restored["cut"], restored["cut_mode"]) == (False, None)
+
+    one_way = meshctl(lab, "link", "cut", "n3", "--one-way", "up")
+    assert "n3: cut one way: up (host -> hub) dropped" in one_way.stdout
+    status = as_json(meshctl(lab, "status", "--json"))
+    modes = {h["node"]: h["link"]["cut_mode"] for h in status["hosts"]}
+    assert modes == {"n1": None, "n2": None, "n3": "up"}
+
+    both = meshctl(lab, "link", "cut", "n1", "--silent", "--one-way", "down", check=False)
+    assert both.returncode == 1
+    assert "--silent and --one-way exclude each other" in both.stderr
+    sideways = meshctl(lab, "link", "cut", "n1", "--one-way", "sideways", check=False)
+    assert sideways.returncode != 0
+    assert as_json(meshctl(lab, "status", "--json"))["hosts"][0]["link"]["cut"] is False
+
+
 def test_bad_operator_input_gets_one_clear_line(lab: Path) -> None:
     unknown = meshctl(lab, "link", "cut", "n9", check=False)
     assert unknown.returncode == 1
@@ -144,6 +176,37 @@ def test_bad_operator_input_gets_one_clear_line(lab: Path) -> None:
     twice = meshctl(lab, "up", check=False)
     assert twice.returncode == 1
     assert "already running" in twice.stderr
+
+
+def test_down_stops_hosts_whose_services_ignore_sigterm_within_one_bound(tmp_path: Path) -> None:
+    run_dir, hosts, bound = tmp_path / "lab", 4, 4.0
+    argv = [sys.executable, "-m", "meshmind.lab", "--nodes", str(hosts), "--run-dir", str(run_dir)]
+    argv += ["--service", f"stubborn={sys.executable} -m tests.kit.stubborn"]
+    argv += ["--service-stop", f"{bound:g}"]
+    run_dir.mkdir(parents=True)
+    with (run_dir / "lab.log").open("ab") as log:
+        lab = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        logs = [run_dir / f"n{i}" / "stubborn.log" for i in range(1, hosts + 1)]
+        deadline = time.monotonic() + 60
+        while not all(log.exists() and READY in log.read_text() for log in logs):
+            assert lab.poll() is None, (run_dir / "lab.log").read_text()
+            assert time.monotonic() < deadline, "the stubborn services did not start"
+            time.sleep(0.2)
+        status = as_json(meshctl(run_dir, "status", "--json"))
+
+        # One host after the other would take hosts x bound; together, one bound and the servers.
+        down = meshctl(run_dir, "down", "--timeout", f"{2 * bound:g}")
+
+        assert down.returncode == 0
+        assert "killed" not in down.stdout, down.stdout
+        assert f"lab in {run_dir} is down" in down.stdout
+        assert "left by an earlier lab" not in down.stderr, "down must leave nothing to reap"
+        assert lab.wait(timeout=5) == 0
+        assert wait_gone(lab_pids(status)) == []
+    finally:
+        if lab.poll() is None:
+            lab.kill()
 
 
 @pytest.mark.parametrize(
@@ -159,6 +222,17 @@ def test_lab_leaves_no_process_behind(tmp_path: Path, how: signal.Signals) -> No
     assert wait_gone([state["pid"], *lab_pids(status)]) == []
 
 
+EVERY_SERVICE = {
+    DISCOVERY_SERVICE,
+    HEALTH_SERVICE,
+    CONSENSUS_SERVICE,
+    DECISION_SERVICE,
+    FL_COORDINATOR_SERVICE,
+    FL_TRAINER_SERVICE,
+}
+"""What `meshctl up` runs on every host."""
+
+
 def test_peers_and_links_of_a_lab_with_services(tmp_path: Path) -> None:
     run_dir = tmp_path / "lab"
     meshctl(run_dir, "up", "--nodes", "3", "--json")
@@ -169,15 +243,13 @@ def test_peers_and_links_of_a_lab_with_services(tmp_path: Path) -> None:
             result = meshctl(run_dir, "peers", "--node", "n2", "--json", check=False)
             peers = as_json(result) if result.returncode == 0 else {}
             services = [set(p["services"]) for p in peers.get("peers", [])]
-            if len(services) == 3 and all(len(s) == 2 for s in services):
+            if len(services) == 3 and all(s == EVERY_SERVICE for s in services):
                 break
             time.sleep(0.5)
         assert [p["node"] for p in peers["peers"]] == ["n1", "n2", "n3"]
         assert peers["observer"] == "n2"
         assert not peers["stale"]
-        assert all(
-            p["services"] == ["meshmind-discovery", "meshmind-health"] for p in peers["peers"]
-        )
+        assert all(p["services"] == sorted(EVERY_SERVICE) for p in peers["peers"])
 
         links: list[dict[str, Any]] = []
         while time.monotonic() < deadline:

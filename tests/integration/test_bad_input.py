@@ -7,7 +7,7 @@ import json
 import msgpack
 import pytest
 
-from meshmind.bus import Bus
+from meshmind.bus import Bus, ServiceKit
 from tests.conftest import Connect
 from tests.kit.echo import ECHO, ECHO_SERVICE, PINGS, EchoReply, EchoRequest, Ping, setup_echo
 from tests.kit.waiting import eventually, request_when_served
@@ -43,7 +43,7 @@ GARBAGE = [
 
 async def served_echo(connect: Connect) -> tuple[Bus, Bus]:
     server, client = await connect("n1", name="echo"), await connect("n2")
-    kit = server.service(ECHO_SERVICE, "1.0.0")
+    kit = ServiceKit(server, ECHO_SERVICE, "1.0.0")
     await setup_echo(server, kit)
     await kit.start()
     await request_when_served(client, ECHO, EchoRequest(text="warm-up"), node="n1")

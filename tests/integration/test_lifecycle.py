@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from meshmind.bus import Bus
+from meshmind.bus import Bus, ServiceKit
 from meshmind.lab import LocalMesh
 from tests.conftest import Connect
 from tests.integration.test_tracing import start_echo_process
@@ -37,7 +37,7 @@ async def test_bus_reconnects_after_its_leaf_server_restarts(
     mesh: LocalMesh, connect: Connect
 ) -> None:
     n1, n3 = await connect("n1"), await connect("n3")
-    kit = n1.service(ECHO_SERVICE, "1.0.0")
+    kit = ServiceKit(n1, ECHO_SERVICE, "1.0.0")
     await setup_echo(n1, kit)
     await kit.start()
     heard: list[Ping] = []
@@ -71,3 +71,19 @@ async def test_request_fails_fast_with_a_clear_error_when_nats_is_absent() -> No
     settings = BusSettings(node_id="n1", nats_url=f"nats://127.0.0.1:{port}")
     with pytest.raises(BusError, match=f"cannot reach NATS at nats://127.0.0.1:{port}"):
         await Bus.connect(settings, name="test", connect_timeout_s=0.5)
+
+
+async def test_one_endpoint_serves_many_requests_at_once(mesh: LocalMesh, connect: Connect) -> None:
+    n1, n2 = await connect("n1"), await connect("n2")
+    kit = ServiceKit(n1, ECHO_SERVICE, "1.0.0")
+    await setup_echo(n1, kit)
+    await kit.start()
+    await request_when_served(n2, ECHO, EchoRequest(text="up?"), node="n1")
+
+    slow = [EchoRequest(text=str(i), sleep_s=1.0) for i in range(20)]
+    replies = await asyncio.gather(
+        *(n2.request(ECHO, request, node="n1", timeout=5) for request in slow)
+    )  # one at a time, twenty one-second requests could not all be answered within five
+
+    assert sorted(int(r.text) for r in replies) == list(range(20))
+    await kit.stop()

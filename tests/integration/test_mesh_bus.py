@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from meshmind.bus import Bus, NoResponders, ServiceError
+from meshmind.bus import Bus, NoResponders, ServiceError, ServiceKit
 from meshmind.bus.protocol import NodeRef
 from tests.conftest import Connect
 from tests.kit.echo import ECHO, ECHO_SERVICE, PINGS, EchoReply, EchoRequest, Ping, setup_echo
@@ -15,7 +15,7 @@ from tests.kit.waiting import eventually, request_when_served
 
 
 async def start_echo(bus: Bus) -> None:
-    kit = bus.service(ECHO_SERVICE, "1.0.0")
+    kit = ServiceKit(bus, ECHO_SERVICE, "1.0.0")
     await setup_echo(bus, kit)
     await kit.start()
 

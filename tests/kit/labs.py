@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from meshmind.bus import Bus, BusSettings
-from meshmind.lab import LocalMesh, host_services
+from meshmind.lab import LocalMesh, ServiceCommand, host_services
 
 
 @contextlib.asynccontextmanager
@@ -17,9 +17,12 @@ async def observed_lab(
     *,
     name: str = "observer",
     service_env: dict[str, str] | None = None,
+    services: Sequence[ServiceCommand] | None = None,
 ) -> AsyncIterator[tuple[LocalMesh, Bus]]:
-    """A started mesh whose services are not started yet, and a bus on its hub."""
-    mesh = LocalMesh(run_dir, nodes, services=host_services(), service_env=service_env)
+    """A started mesh whose services (by default discovery and health-monitor) are not
+    started yet, and a bus on its hub."""
+    chosen = host_services() if services is None else services
+    mesh = LocalMesh(run_dir, nodes, services=chosen, service_env=service_env)
     try:
         await mesh.start(timeout=60, services=False)
         hub = await Bus.connect(BusSettings(node_id="observer", nats_url=mesh.hub_url), name=name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshmind.bus import Contract, Empty, subject_matches
-from meshmind.bus.protocol import CONTRACT, LAB_EVENTS, LabEvent, NodeRef
+from meshmind.bus.protocol import CONTRACT, LAB_EVENTS, LabEvent, LinkCut, NodeRef
 
 
 def test_render_fills_placeholders_with_node_ids() -> None:
@@ -61,5 +61,5 @@ def test_subject_templates_live_under_mesh(bad: str) -> None:
 
 def test_model_lookup_by_concrete_subject() -> None:
     assert CONTRACT.model_for("mesh.lab.events.n7") is LabEvent
-    assert CONTRACT.model_for("mesh.lab.link.cut") is NodeRef
+    assert CONTRACT.model_for("mesh.lab.link.cut") is LinkCut
     assert CONTRACT.model_for("mesh.nothing.here") is None

@@ -2,10 +2,18 @@
 
 from meshmind.bus._bus import Bus, ProtocolError, RawMessage, Subscription
 from meshmind.bus._codec import decode, encode
-from meshmind.bus._contract import Contract, EndpointSpec, EventSpec, subject_matches
+from meshmind.bus._contract import (
+    BucketKeys,
+    Contract,
+    EndpointSpec,
+    EventSpec,
+    Party,
+    subject_matches,
+)
 from meshmind.bus._errors import (
     BadRequest,
     BusError,
+    Disconnected,
     HubUnavailable,
     NoResponders,
     PayloadTooLarge,
@@ -13,21 +21,40 @@ from meshmind.bus._errors import (
     ServiceError,
     UnsupportedVersion,
 )
-from meshmind.bus._jetstream import HubStore, KeyValue, KvEntry, ObjectInfo, ObjectStore
+from meshmind.bus._jetstream import (
+    HubStore,
+    KeyValue,
+    KvEntry,
+    KvSnapshot,
+    KvWatch,
+    ObjectInfo,
+    ObjectStore,
+    Stream,
+    StreamRecord,
+)
 from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._message import Empty, Message, Record
-from meshmind.bus._runtime import background, run, serve
+from meshmind.bus._runtime import RestartBackoff, background, run, serve, task_restarts
 from meshmind.bus._service import ServiceKit
 from meshmind.bus._settings import BusSettings, CommaList, check_node_id
-from meshmind.bus._tracing import configure_tracing, console_exporter, current_trace_id
+from meshmind.bus._tracing import (
+    configure_tracing,
+    console_exporter,
+    current_trace_id,
+    flush_tracing,
+    installed_provider,
+    traced,
+)
 
 __all__ = [
     "BadRequest",
+    "BucketKeys",
     "Bus",
     "BusError",
     "BusSettings",
     "CommaList",
     "Contract",
+    "Disconnected",
     "Empty",
     "EndpointSpec",
     "EventSpec",
@@ -35,17 +62,23 @@ __all__ = [
     "HubUnavailable",
     "KeyValue",
     "KvEntry",
+    "KvSnapshot",
+    "KvWatch",
     "Message",
     "NoResponders",
     "ObjectInfo",
     "ObjectStore",
+    "Party",
     "PayloadTooLarge",
     "ProtocolError",
     "RawMessage",
     "Record",
     "RequestTimeout",
+    "RestartBackoff",
     "ServiceError",
     "ServiceKit",
+    "Stream",
+    "StreamRecord",
     "Subscription",
     "UnsupportedVersion",
     "background",
@@ -56,8 +89,12 @@ __all__ = [
     "current_trace_id",
     "decode",
     "encode",
+    "flush_tracing",
     "get_logger",
+    "installed_provider",
     "run",
     "serve",
     "subject_matches",
+    "task_restarts",
+    "traced",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,15 +18,22 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from meshmind.bus._codec import decode, encode
 from meshmind.bus._contract import EndpointSpec, EventSpec
-from meshmind.bus._errors import BusError, NoResponders, RequestTimeout, ServiceError
+from meshmind.bus._errors import (
+    BusError,
+    Disconnected,
+    NoResponders,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+)
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
 from meshmind.bus._settings import BusSettings
-from meshmind.bus._tracing import activated, extract, inject, tracer
+from meshmind.bus._tracing import activated, extract, inject, message_attributes, tracer
+from meshmind.security._redaction import redact
 
 if TYPE_CHECKING:
     from meshmind.bus._jetstream import HubStore
-    from meshmind.bus._service import ServiceKit
 
 M = TypeVar("M", bound=Message)
 Q = TypeVar("Q", bound=Message)
@@ -74,15 +82,46 @@ class Subscription:
 
     async def unsubscribe(self) -> None:
         """Stop receiving messages."""
-        await self._subscription.unsubscribe()
+        with _client_errors("unsubscribe", self.subject):
+            await self._subscription.unsubscribe()
 
     async def drain(self) -> None:
         """Stop receiving, after handling the messages already delivered."""
-        await self._subscription.drain()  # type: ignore[no-untyped-call]
+        with _client_errors("drain", self.subject):
+            await self._subscription.drain()  # type: ignore[no-untyped-call]
 
 
 def _headers(msg: Msg) -> dict[str, str]:
     return msg.headers or {}
+
+
+_NOT_CONNECTED = (
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+)
+
+
+@contextlib.contextmanager
+def _client_errors(
+    verb: str, subject: str, *, size: int = 0, limit: int = 0, timeout: float = 0.0
+) -> Iterator[None]:
+    """Every nats-py error of ``verb`` on ``subject`` as the :class:`BusError` that says what
+    happened; nothing from the client escapes unmapped."""
+    try:
+        yield
+    except nats.errors.NoRespondersError:
+        raise NoResponders(f"nobody serves {subject}") from None
+    except nats.errors.TimeoutError:
+        raise RequestTimeout(f"no reply on {subject} within {timeout:g}s") from None
+    except _NOT_CONNECTED as error:
+        raise Disconnected(f"{verb} {subject}: not connected ({type(error).__name__})") from None
+    except nats.errors.MaxPayloadError:
+        raise PayloadTooLarge(size, limit) from None
+    except nats.errors.Error as error:
+        raise BusError(f"{verb} {subject}: {type(error).__name__}: {error}") from None
 
 
 class Bus:
@@ -93,7 +132,6 @@ class Bus:
         self.settings = settings
         self.name = name
         self.dropped: Counter[str] = Counter()
-        self._tracer = tracer()
         self._closing = False
 
     @classmethod
@@ -104,7 +142,7 @@ class Bus:
 
         Once connected, the connection reconnects forever after a loss.
         """
-        log = _log.bind(servers=settings.servers)
+        log = _log.bind(servers=[redact(url) for url in settings.servers])
         closing: list[Bus] = []
 
         def deliberate() -> bool:
@@ -130,6 +168,7 @@ class Bus:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
+                    pending_size=settings.nats_pending_bytes,
                     drain_timeout=int(settings.drain_timeout_s),
                     error_cb=on_error,
                     disconnected_cb=on_disconnect,
@@ -139,7 +178,7 @@ class Bus:
             )
         except (TimeoutError, OSError, nats.errors.Error) as error:
             reason = str(error) or f"no answer within {connect_timeout_s:g}s"
-            raise BusError(f"cannot reach NATS at {settings.nats_url}: {reason}") from None
+            raise BusError(redact(f"cannot reach NATS at {settings.nats_url}: {reason}")) from None
         bus = cls(nc, settings, name)
         closing.append(bus)
         return bus
@@ -161,7 +200,9 @@ class Bus:
         subject = spec.render(**params)
         span = self._outbound_span("publish", spec.subject, subject, message, spec.model)
         try:
-            await self._nc.publish(subject, encode(message), headers=inject({}, span) or None)
+            data = encode(message)
+            with self._errors("publish", subject, len(data)):
+                await self._nc.publish(subject, data, headers=inject({}, span) or None)
         finally:
             span.end()
 
@@ -185,15 +226,17 @@ class Bus:
 
         async def on_message(msg: Msg) -> None:
             subscription = holder[0]
-            span = self._tracer.start_span(
+            span = tracer().start_span(
                 span_name,
                 context=extract(msg.headers),
                 kind=SpanKind.CONSUMER,
-                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+                attributes=message_attributes("process", msg.subject, spec.subject),
             )
             with activated(span):
                 try:
                     message = decode(msg.data, spec.model, max_size=max_size)
+                    if not spec.believes(msg.subject, message):
+                        raise ServiceError(403, "the payload names another host than its subject")
                 except ServiceError as error:
                     subscription.dropped += 1
                     self.dropped[pattern] += 1
@@ -208,7 +251,9 @@ class Bus:
                     span.set_status(Status(StatusCode.ERROR, repr(error)))
                     _log.exception("handler.failed", subject=msg.subject)
 
-        subscription = Subscription(await self._nc.subscribe(pattern, queue=queue, cb=on_message))
+        with self._errors("subscribe", pattern):
+            nats_subscription = await self._nc.subscribe(pattern, queue=queue, cb=on_message)
+        subscription = Subscription(nats_subscription)
         holder.append(subscription)
         return subscription
 
@@ -229,19 +274,22 @@ class Bus:
                 span.set_status(Status(StatusCode.ERROR, error.description))
                 raise error
             try:
-                return decode(reply.data, spec.reply, max_size=self.settings.max_payload)
+                answer = decode(reply.data, spec.reply, max_size=self.settings.max_payload)
             except ServiceError as bad:
                 raise ProtocolError(f"bad reply on {subject}: {bad.description}") from None
+            if not spec.believes(subject, answer):
+                raise ProtocolError(f"the reply on {subject} names another host than its subject")
+            return answer
 
     def _outbound_span(
         self, verb: str, template: str, subject: str, message: Message, model: type[Message]
     ) -> Span:
         if not isinstance(message, model):
             raise TypeError(f"{template} carries {model.__name__}, not {type(message).__name__}")
-        return self._tracer.start_span(
+        return tracer().start_span(
             f"{verb} {template}",
             kind=SpanKind.CLIENT if verb == "request" else SpanKind.PRODUCER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+            attributes=message_attributes(verb, subject, template),
         )
 
     # --- raw messaging: for tools that speak subjects they do not model --------------------
@@ -261,7 +309,8 @@ class Bus:
         self, subject: str, data: bytes, *, headers: dict[str, str] | None = None
     ) -> None:
         """Publish raw bytes."""
-        await self._nc.publish(subject, data, headers=headers)
+        with self._errors("publish", subject, len(data)):
+            await self._nc.publish(subject, data, headers=headers)
 
     async def subscribe_raw(
         self, subject: str, handler: Callable[[RawMessage], Awaitable[None]]
@@ -271,7 +320,8 @@ class Bus:
         async def on_message(msg: Msg) -> None:
             await handler(RawMessage(msg.subject, msg.data, _headers(msg)))
 
-        return Subscription(await self._nc.subscribe(subject, cb=on_message))
+        with self._errors("subscribe", subject):
+            return Subscription(await self._nc.subscribe(subject, cb=on_message))
 
     async def gather_raw(
         self, subject: str, data: bytes = b"", *, wait: float = 0.5
@@ -283,32 +333,30 @@ class Bus:
         async def on_reply(msg: Msg) -> None:
             replies.append(RawMessage(msg.subject, msg.data, _headers(msg)))
 
-        sub = await self._nc.subscribe(inbox, cb=on_reply)
+        with self._errors("subscribe", inbox):
+            sub = await self._nc.subscribe(inbox, cb=on_reply)
         try:
-            await self._nc.publish(subject, data, reply=inbox)
+            with self._errors("publish", subject, len(data)):
+                await self._nc.publish(subject, data, reply=inbox)
             await asyncio.sleep(wait)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
         return replies
 
     async def _request(
         self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
     ) -> RawMessage:
-        try:
+        with self._errors("request", subject, len(data), timeout):
             msg = await self._nc.request(subject, data, timeout=timeout, headers=headers)
-        except nats.errors.NoRespondersError:
-            raise NoResponders(f"nobody serves {subject}") from None
-        except nats.errors.TimeoutError:
-            raise RequestTimeout(f"no reply on {subject} within {timeout:g}s") from None
         return RawMessage(msg.subject, msg.data, _headers(msg))
 
-    # --- services and storage ---------------------------------------------------------------
+    def _errors(
+        self, verb: str, subject: str, size: int = 0, timeout: float = 0.0
+    ) -> contextlib.AbstractContextManager[None]:
+        return _client_errors(verb, subject, size=size, limit=self._nc.max_payload, timeout=timeout)
 
-    def service(self, name: str, version: str, description: str = "") -> ServiceKit:
-        """A NATS Services API service on this connection, to add typed endpoints to."""
-        from meshmind.bus._service import ServiceKit
-
-        return ServiceKit(self, self._nc, name=name, version=version, description=description)
+    # --- storage ---------------------------------------------------------------
 
     def hub(self) -> HubStore:
         """JetStream KV buckets and object stores in the hub's domain."""
@@ -321,7 +369,8 @@ class Bus:
 
     async def flush(self, timeout: int = 2) -> None:
         """Wait until the server has processed everything sent so far."""
-        await self._nc.flush(timeout=timeout)
+        with self._errors("flush", "the connection", timeout=timeout):
+            await self._nc.flush(timeout=timeout)
 
     async def drain(self) -> None:
         """Finish in-flight messages, flush what was published, then close."""

@@ -51,5 +51,10 @@ class RequestTimeout(BusError, TimeoutError):
     """No reply arrived before the deadline."""
 
 
+class Disconnected(BusError):
+    """This process is not connected to its NATS server: the connection is closed, draining, or
+    reconnecting with its outbound buffer full, so nothing more can be sent now."""
+
+
 class HubUnavailable(BusError):
     """The hub's JetStream (KV buckets, object stores) did not answer: the hub is out of reach."""

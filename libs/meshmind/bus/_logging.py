@@ -11,6 +11,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from meshmind.bus._settings import BusSettings
 from meshmind.bus._tracing import current_trace_id
+from meshmind.security._redaction import redact_event
 
 
 def _add_trace_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -43,6 +44,7 @@ def configure_logging(settings: BusSettings, service: str) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_trace_id,
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

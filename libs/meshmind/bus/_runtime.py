@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from meshmind.bus._bus import Bus
 from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._service import ServiceKit
 from meshmind.bus._settings import BusSettings
-from meshmind.bus._tracing import configure_tracing
+from meshmind.bus._tracing import configure_tracing, flush_tracing
 
 Setup = Callable[[Bus, ServiceKit], Awaitable[Callable[[], Awaitable[None]] | None]]
 """Declares a service's endpoints and subscriptions; may return a cleanup coroutine."""
 
 _log = get_logger(__name__)
+
+SPAN_FLUSH_FLOOR_S = 0.5
+"""Time the spans get at the end of shutdown even when draining used the whole budget."""
 
 
 async def serve(
@@ -30,17 +35,19 @@ async def serve(
     """Run service ``name`` until SIGTERM or SIGINT (or ``stop`` is set), then shut down cleanly.
 
     Shutdown order: stop taking requests, let in-flight handlers finish, run the service's
-    cleanup, drain the connection (flushing what was published), flush the spans.
+    cleanup, drain the connection (flushing what was published), flush the spans. All of it
+    takes ``DRAIN_TIMEOUT_S`` at most, whatever the collector does, plus
+    :data:`SPAN_FLUSH_FLOOR_S` for the spans when the drain used the whole budget.
     """
     settings = settings or BusSettings()
     configure_logging(settings, name)
-    provider = configure_tracing(settings, name)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     bus = await Bus.connect(settings, name=name)
-    kit = bus.service(name, version, description)
+    kit = ServiceKit(bus, name, version, description)
+    provider = configure_tracing(settings, name, version=version, instance_id=kit.id)
     cleanup = await setup(bus, kit)
     await kit.start()
     _log.info("service.started", instance=kit.id, nats=settings.nats_url)
@@ -48,9 +55,11 @@ async def serve(
         await stop.wait()
     finally:
         _log.info("service.stopping")
+        deadline = loop.time() + settings.drain_timeout_s
         await _shutdown(bus, kit, cleanup, settings.drain_timeout_s)
         if provider is not None:
-            provider.force_flush()
+            budget_s = max(SPAN_FLUSH_FLOOR_S, deadline - loop.time())
+            await flush_tracing(provider, budget_s, shut_down=True)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         _log.info("service.stopped")
@@ -75,18 +84,61 @@ async def _shutdown(
     await bus.close()
 
 
-def background(work: Awaitable[None], name: str) -> asyncio.Task[None]:
-    """Run ``work`` as a task whose failure is logged instead of vanishing with the task."""
+@dataclass
+class RestartBackoff:
+    """How long a failed background task waits before it runs again: ``first_s``, doubling
+    after every failure up to ``cap_s``, and back to ``first_s`` once a run has lasted
+    ``healthy_after_s`` before failing."""
 
-    async def guarded() -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _log.exception("task.failed", task=name)
+    first_s: float = 0.1
+    cap_s: float = 5.0
+    healthy_after_s: float = 60.0
 
-    return asyncio.create_task(guarded(), name=name)
+    def __post_init__(self) -> None:
+        self._next_s = self.first_s
+
+    def after_failure(self, ran_for_s: float) -> float:
+        """The wait before the next run, after a run that failed ``ran_for_s`` after starting."""
+        if ran_for_s >= self.healthy_after_s:
+            self._next_s = self.first_s
+        delay = self._next_s
+        self._next_s = min(self.cap_s, self._next_s * 2)
+        return delay
+
+
+_RESTARTS: Counter[str] = Counter()
+
+
+def task_restarts() -> dict[str, int]:
+    """How many times each background task of this process failed and was started again."""
+    return dict(_RESTARTS)
+
+
+def background(work: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+    """Run ``work()`` as a supervised task: a service never runs on with a dead loop.
+
+    When a run fails, the failure is logged with its traceback, counted (:func:`task_restarts`)
+    and ``work()`` is started afresh after a :class:`RestartBackoff` wait. A run that returns
+    ends the task; cancelling the task stops it for good.
+    """
+
+    async def supervised() -> None:
+        loop = asyncio.get_running_loop()
+        backoff = RestartBackoff()
+        while True:
+            started = loop.time()
+            try:
+                await work()
+                return
+            except Exception:
+                _RESTARTS[name] += 1
+                delay = backoff.after_failure(loop.time() - started)
+                _log.exception(
+                    "task.failed", task=name, restarts=_RESTARTS[name], restart_in_s=delay
+                )
+            await asyncio.sleep(delay)
+
+    return asyncio.create_task(supervised(), name=name)
 
 
 def run(name: str, version: str, setup: Setup, *, description: str = "") -> None:

@@ -55,19 +55,47 @@ class BusSettings(BaseSettings):
         default=1024 * 1024,
         description="Largest message body accepted, in bytes (MAX_PAYLOAD); NATS' default.",
     )
-    otel_exporter_otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP collector; traces are exported only when set."
+    otel_sdk_disabled: bool = Field(
+        default=False, description="OTEL_SDK_DISABLED: true exports no spans whatever else is set."
     )
-    otel_traces_exporter: Literal["otlp", "console", "none"] | None = Field(
+    otel_traces_exporter: CommaList = Field(
+        default_factory=list,
+        description=(
+            "OTEL_TRACES_EXPORTER: comma-separated otlp, console (JSON lines on stderr), none; "
+            "by default otlp when an OTLP endpoint is set, else none."
+        ),
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTEL_EXPORTER_OTLP_ENDPOINT: the collector's OTLP/HTTP base URL."
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
         default=None,
-        description="otlp (default when an endpoint is set), console (JSON lines on stderr), none.",
+        description="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: the collector's full URL for traces.",
     )
     drain_timeout_s: float = Field(default=10.0, description="Drain budget on SIGTERM (s).")
+    nats_pending_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Outbound bytes buffered while reconnecting (NATS_PENDING_BYTES); once full, sends "
+            "fail with Disconnected until the connection is back."
+        ),
+    )
 
     @field_validator("node_id")
     @classmethod
     def _valid_node_id(cls, value: str) -> str:
         return check_node_id(value)
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _lower_exporters(cls, value: list[str]) -> list[str]:
+        return [name.lower() for name in value]
+
+    @property
+    def otlp_endpoint_set(self) -> bool:
+        """Whether an OTLP endpoint is configured, for all signals or for traces."""
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @field_validator("log_level", mode="before")
     @classmethod

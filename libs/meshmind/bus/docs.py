@@ -24,6 +24,11 @@ answers bad input with the `Nats-Service-Error` and `Nats-Service-Error-Code` he
 invalid, 404 unknown, 413 too large, 426 unsupported schema version, 500 internal error).
 Requests and events carry the W3C `traceparent` header. JSON Schemas of every model are in
 `schemas/`.
+
+Who may publish, read, request and serve each subject is part of the contract: the hub's
+permission blocks for every host's leaf connection are generated from it
+(`meshctl creds generate`), so nats-server itself refuses the rest. Where a payload names a host
+that its subject names too, a message whose payload names another host is dropped and counted.
 """
 
 
@@ -83,27 +88,49 @@ def _model_section(model: type[Record]) -> list[str]:
     return [*lines, ""]
 
 
+def _claim(path: str | None) -> str:
+    return f"; payload `{path}` = the subject's host" if path else ""
+
+
 def protocol_markdown(contract: Contract = CONTRACT) -> str:
     """The protocol document."""
     lines = [
         HEADER,
         "## Endpoints",
         "",
-        "| service | endpoint | subject | request | reply | what |",
-        "|---|---|---|---|---|---|",
+        "| service | endpoint | subject | request | reply | requested by | served by | what |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in contract.endpoints:
         lines.append(
             f"| {e.service} | `{e.name}` | `{e.subject}` | [{e.request.__name__}]"
             f"(#{e.request.__name__.lower()}) | [{e.reply.__name__}](#{e.reply.__name__.lower()})"
-            f" | {e.summary} |"
+            f" | {e.requesters} | {e.server}{_claim(e.reply_claim)} | {e.summary} |"
         )
-    lines += ["", "## Events", "", "| subject | payload | what |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Events",
+        "",
+        "| subject | payload | published by | read by | what |",
+        "|---|---|---|---|---|",
+    ]
     for ev in contract.events:
         lines.append(
             f"| `{ev.subject}` | [{ev.model.__name__}](#{ev.model.__name__.lower()}) "
-            f"| {ev.summary} |"
+            f"| {ev.publisher}{_claim(ev.claim)} | {ev.readers} | {ev.summary} |"
         )
+    lines += [
+        "",
+        "## Buckets",
+        "",
+        "Hub KV buckets (JetStream domain `hub`); a host may write only these keys.",
+        "",
+        "| bucket | keys a host may write | what |",
+        "|---|---|---|",
+    ]
+    for b in contract.buckets:
+        keys = ", ".join(f"`{key}`" for key in b.writable)
+        lines.append(f"| `{b.bucket}` | {keys} | {b.summary} |")
     lines += ["", "## Models", ""]
     for model in _models(contract):
         lines += _model_section(model)

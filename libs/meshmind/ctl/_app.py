@@ -7,14 +7,11 @@ import base64
 import contextlib
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from meshmind.bus import (
@@ -35,18 +32,25 @@ from meshmind.bus.protocol import (
     LAB_LINK_SET,
     LAB_NODE_KILL,
     LAB_NODE_RESTART,
-    LAB_SHUTDOWN,
     LAB_STATUS,
-    LINKS_BUCKET,
+    CutMode,
     LabStatus,
-    LinkReport,
+    LinkCut,
     LinkSet,
     LinkShape,
     NodeRef,
     PeerList,
     PeerQuery,
 )
-from meshmind.ctl._mesh_client import CtlError, lab_state, services_in_mesh, target_url, with_bus
+from meshmind.ctl import _creds as creds
+from meshmind.ctl._consensus import consensus_app, kv_app
+from meshmind.ctl._decision import add_decision_commands
+from meshmind.ctl._demo import run_demo
+from meshmind.ctl._fl import fl_app
+from meshmind.ctl._lab import lab_call, start_lab, stop_lab
+from meshmind.ctl._mesh_client import CtlError, services_in_mesh, target_url, with_bus
+from meshmind.ctl._options import JsonFlag, RunDir, UrlOption
+from meshmind.ctl._options import fail as _fail
 from meshmind.ctl._render import (
     console,
     error_console,
@@ -57,8 +61,8 @@ from meshmind.ctl._render import (
 )
 from meshmind.ctl._units import parse_duration_ms, parse_percent, parse_rate_bps
 from meshmind.ctl._views import link_matrix, links_json, links_table, peers_json, peers_table
-from meshmind.lab import default_run_dir, read_state
-from meshmind.lab._state import is_lab_process, pid_alive, reap_orphans
+from meshmind.health import read_links
+from meshmind.lab import default_run_dir
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 link_app = typer.Typer(
@@ -67,39 +71,27 @@ link_app = typer.Typer(
 node_app = typer.Typer(help="Kill and restart a host.", no_args_is_help=True)
 app.add_typer(link_app, name="link")
 app.add_typer(node_app, name="node")
-
-RunDir = Annotated[
-    Path,
-    typer.Option("--run-dir", envvar="MESHMIND_LAB_DIR", help="Where the lab keeps its state."),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", help="A NATS server of the mesh (default: NATS_URL, else the lab hub)."),
-]
-_MARKER = ".meshmind-lab"
+creds_app = typer.Typer(
+    help="Per-host credentials, the mesh CA and the hub's generated permissions.",
+    no_args_is_help=True,
+)
+app.add_typer(creds_app, name="creds")
+app.add_typer(fl_app, name="fl")
+app.add_typer(consensus_app, name="consensus")
+app.add_typer(kv_app, name="kv")
+add_decision_commands(app)
 
 
 def _default_dir() -> Path:
     return default_run_dir()
 
 
-def _fail(message: str) -> typer.Exit:
-    error_console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(1)
-
-
 def _lab_call(
     run_dir: Path, spec: EndpointSpec[Any, Any], message: Message, timeout: float = 30.0
 ) -> Any:
-    state = lab_state(run_dir)
-
-    async def call(bus: Bus) -> Any:
-        return await bus.request(spec, message, timeout=timeout)
-
     try:
-        return with_bus(state.hub_url, call)
-    except (BusError, CtlError) as error:
+        return lab_call(run_dir, spec, message, timeout)
+    except CtlError as error:
         raise _fail(str(error)) from None
 
 
@@ -118,58 +110,15 @@ def up(
 ) -> None:
     """Start a local mesh: a hub, N leaf servers behind link emulators, their services."""
     run_dir = run_dir.resolve()
-    if read_state(run_dir) is not None:
-        raise _fail(f"a lab is already running in {run_dir} (`meshctl down` first)")
-    _reap(run_dir)
-    if run_dir.exists() and (run_dir / _MARKER).exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / _MARKER).touch()
-    argv = [sys.executable, "-m", "meshmind.lab", "--nodes", str(nodes), "--run-dir", str(run_dir)]
-    if not services:
-        argv.append("--no-services")
-    log_path = run_dir / "lab.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    status: LabStatus | None = None
-    while status is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            raise _fail("the lab did not start:\n" + "\n".join(tail))
-        time.sleep(0.1)
-        status = _lab_status_once(run_dir)
+    try:
+        status = start_lab(run_dir, nodes, services=services, timeout=timeout)
+    except CtlError as error:
+        raise _fail(str(error)) from None
     if json_out:
         print_json(status.model_dump(mode="json"))
     else:
         console.print(lab_table(status))
         console.print(f"logs: {run_dir}  -  stop with `meshctl down`", highlight=False)
-
-
-def _lab_status_once(run_dir: Path) -> LabStatus | None:
-    """The lab's status if it is up and serving, else None."""
-    state = read_state(run_dir)
-    if state is None:
-        return None
-
-    async def ask(bus: Bus) -> LabStatus | None:
-        try:
-            return await bus.request(LAB_STATUS, Empty(), timeout=5)
-        except BusError:
-            return None
-
-    try:
-        return with_bus(state.hub_url, ask)
-    except CtlError:
-        return None
 
 
 @app.command()
@@ -179,30 +128,13 @@ def down(
 ) -> None:
     """Tear the local mesh down: every service, leaf, link and the hub."""
     run_dir = run_dir.resolve()
-    state = read_state(run_dir)
-    if state is None:
-        _reap(run_dir)
+    outcome = stop_lab(run_dir, timeout)
+    if outcome == "not-running":
         console.print(f"no lab running in {run_dir}", highlight=False)
         return
-    with contextlib.suppress(typer.Exit):
-        _lab_call(run_dir, LAB_SHUTDOWN, Empty(), timeout=5.0)
-    deadline = time.monotonic() + timeout
-    while pid_alive(state.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(state.pid) and is_lab_process(state.pid):
-        os.kill(state.pid, signal.SIGKILL)
+    if outcome == "killed":
         console.print(f"[yellow]the lab did not stop in {timeout:g}s: killed[/yellow]")
-    _reap(run_dir)
     console.print(f"lab in {run_dir} is down", highlight=False)
-
-
-def _reap(run_dir: Path) -> None:
-    reaped = reap_orphans(run_dir)
-    if reaped:
-        error_console.print(
-            f"[yellow]killed {len(reaped)} process(es) left by an earlier lab "
-            f"in {run_dir}: {reaped}[/yellow]"
-        )
 
 
 @app.command()
@@ -244,11 +176,39 @@ def link_set(
 @link_app.command("cut")
 def link_cut(
     host: Annotated[str, typer.Argument(help="The host to partition from the hub.")],
+    silent: Annotated[
+        bool,
+        typer.Option(
+            "--silent",
+            help="Keep its connections open and drop every byte, as a fading radio link: "
+            "each side notices only through its own timeouts.",
+        ),
+    ] = False,
+    one_way: Annotated[
+        str | None,
+        typer.Option(
+            "--one-way",
+            click_type=click.Choice(["up", "down"]),
+            help="Drop one direction only: up (host -> hub) or down (hub -> host).",
+        ),
+    ] = None,
     run_dir: RunDir = Path(".meshmind/lab"),
     json_out: JsonFlag = False,
 ) -> None:
-    """Partition a host from the hub (its local traffic still flows)."""
-    _show_link(_lab_call(run_dir.resolve(), LAB_LINK_CUT, _node(host)), json_out)
+    """Partition a host from the hub (its local traffic still flows).
+
+    The cut is loud unless said otherwise: its connections are reset, so both sides know at
+    once. `meshctl link restore` ends every kind of cut."""
+    if silent and one_way:
+        raise _fail("--silent and --one-way exclude each other")
+    mode: CutMode = (
+        "silent" if silent else "up" if one_way == "up" else "down" if one_way else "loud"
+    )
+    try:
+        request = LinkCut(node=host, mode=mode)
+    except ValueError as error:
+        raise _fail(f"{host!r} is not a node id: {error}") from None
+    _show_link(_lab_call(run_dir.resolve(), LAB_LINK_CUT, request), json_out)
 
 
 @link_app.command("restore")
@@ -335,19 +295,20 @@ def links(
     run_dir: RunDir = Path(".meshmind/lab"),
     json_out: JsonFlag = False,
 ) -> None:
-    """Every measured link, from the mesh-links bucket: a table and a quality matrix."""
+    """Every measured link, from the mesh-links bucket: a table and a quality matrix.
 
-    async def read(bus: Bus) -> list[LinkReport]:
-        try:
-            bucket = await bus.hub().key_value(LINKS_BUCKET, LinkReport, create=False)
-        except KeyError:
-            return []
-        return list((await bucket.values()).values())
-
+    Reports whose source and target disagree with their key, or dated in the future, are
+    refused: counted and named on stderr, never shown."""
     try:
-        reports = with_bus(target_url(url, run_dir.resolve()), read)
+        checked = with_bus(target_url(url, run_dir.resolve()), read_links)
     except (BusError, CtlError) as error:
         raise _fail(str(error)) from None
+    if checked.refused:
+        error_console.print(
+            f"refused {len(checked.refused)} inconsistent link report(s): "
+            + ", ".join(f"{key} ({reason})" for key, reason in checked.refused.items())
+        )
+    reports = checked.accepted
     if json_out:
         print_json(links_json(reports))
         return
@@ -403,12 +364,43 @@ def demo(
     run_dir: RunDir = Path(".meshmind/demo"),
 ) -> None:
     """Start a local mesh, show it working, degrade and cut links, heal, tear down."""
-    from meshmind.ctl._demo import run_demo
-
     try:
         run_demo(nodes, run_dir.resolve())
     except CtlError as error:
         raise _fail(str(error)) from None
+
+
+@creds_app.command("generate")
+def creds_generate(
+    nodes: Annotated[str, typer.Option("--nodes", help="Host ids, comma-separated.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the credentials.")],
+    hub_name: Annotated[
+        list[str] | None,
+        typer.Option("--hub-name", help="A DNS name or IP of the hub (repeat); default loopback."),
+    ] = None,
+) -> None:
+    """Write the CA, the hub's certificate and authorization, and each host's nkey seed.
+
+    Existing seeds and the CA are kept, so adding hosts leaves the others' alone. Prints file
+    paths only, never a secret.
+    """
+    try:
+        lines = creds.generate(out.resolve(), creds.parse_nodes(nodes), hub_name or [])
+    except (ValueError, OSError) as error:
+        raise _fail(str(error)) from None
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+@creds_app.command("check")
+def creds_check(
+    out: Annotated[Path, typer.Option("--out", help="Directory of the credentials.")],
+) -> None:
+    """Fail when the hub's authorization no longer matches the protocol contract."""
+    current, message = creds.check(out.resolve())
+    if not current:
+        raise _fail(message)
+    console.print(message, highlight=False)
 
 
 def _decoded(message: RawMessage) -> dict[str, Any]:

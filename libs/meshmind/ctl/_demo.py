@@ -6,20 +6,34 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from meshmind.bus import Bus, BusError, Empty
+from meshmind.bus import Bus, BusError, Empty, EndpointSpec, Message
 from meshmind.bus.protocol import (
+    DECISION_HISTORY,
     DISCOVERY_PEERS,
+    LAB_LINK_CUT,
+    LAB_LINK_RESTORE,
+    LAB_LINK_SET,
+    LAB_NODE_KILL,
     LAB_STATUS,
     LINKS_BUCKET,
+    DecisionHistoryQuery,
+    DecisionRecord,
     LabStatus,
+    LinkCut,
     LinkReport,
+    LinkSet,
+    LinkShape,
+    LinkStatus,
+    NodeRef,
     PeerList,
     PeerQuery,
 )
-from meshmind.ctl._mesh_client import CtlError, with_bus
-from meshmind.ctl._render import console
+from meshmind.ctl._decision import decisions_table
+from meshmind.ctl._lab import lab_call, start_lab, stop_lab
+from meshmind.ctl._mesh_client import CtlError, services_in_mesh, with_bus
+from meshmind.ctl._render import console, lab_table, link_line, services_table
 from meshmind.ctl._views import link_matrix, peers_table
 
 T = TypeVar("T")
@@ -77,6 +91,35 @@ def link_reports(hub_url: str) -> list[LinkReport]:
     return with_bus(hub_url, read)
 
 
+def decisions(hub_url: str) -> list[DecisionRecord]:
+    """The committed decisions, from any host whose decision service answers."""
+
+    async def ask(bus: Bus) -> list[DecisionRecord]:
+        for node in ("n1", "n5", "n3"):
+            try:
+                query = DecisionHistoryQuery()
+                return (await bus.request(DECISION_HISTORY, query, node=node, timeout=10)).decisions
+            except BusError:
+                continue
+        return []
+
+    return with_bus(hub_url, ask)
+
+
+def decided(
+    hub_url: str, about: Callable[[DecisionRecord], bool], *, outcome: bool = False
+) -> Callable[[], list[DecisionRecord] | None]:
+    """A check that returns the decisions once one ``about`` something was executed (and,
+    with ``outcome``, its outcome is known)."""
+
+    def check() -> list[DecisionRecord] | None:
+        records = decisions(hub_url)
+        done = [r for r in records if about(r) and r.executed and (r.outcome or not outcome)]
+        return records if done else None
+
+    return check
+
+
 def wait_for(what: str, check: Callable[[], T | None], within: float = 60.0) -> T:
     """Poll ``check`` until it returns something; say how long it took."""
     start = time.monotonic()
@@ -101,22 +144,26 @@ def links_where(
     return check
 
 
+def change_link(run_dir: Path, spec: EndpointSpec[Any, LinkStatus], request: Message) -> None:
+    """Shape, cut or restore a link through the lab, and show the link as it is now."""
+    link: LinkStatus = lab_call(run_dir, spec, request)
+    console.print(link_line(link), highlight=False)
+
+
 def run_demo(nodes: int, run_dir: Path) -> None:
     """Every step of the demo; the lab is torn down even when a step fails."""
-    from meshmind.ctl import _app as ctl
-
     names = [f"n{i}" for i in range(1, nodes + 1)]
     pairs = [(a, b) for a in names for b in names if a != b]
     console.rule(f"1. start a {nodes}-host mesh: hub, leaves behind link emulators, services")
-    ctl.up(nodes=nodes, run_dir=run_dir, services=True, timeout=120.0, json_out=False)
+    status = start_lab(run_dir, nodes, services=True, timeout=120.0)
+    console.print(lab_table(status))
     try:
-        status: LabStatus = ctl._lab_call(run_dir, LAB_STATUS, Empty())
         hub, leaf = status.hub_url, {h.node: h.leaf_url for h in status.hosts}
 
         console.rule("2. discovery: every host sees every other")
         view = wait_for("n1 sees every host", lambda: _complete(peer_view(hub, "n1"), names))
         console.print(peers_table(view))
-        ctl.services(url=hub, run_dir=run_dir, wait=0.5, json_out=False)
+        console.print(services_table(with_bus(hub, lambda bus: services_in_mesh(bus, 0.5))))
 
         console.rule("3. health-monitor: every link measured")
         reports = wait_for(
@@ -126,16 +173,8 @@ def run_demo(nodes: int, run_dir: Path) -> None:
 
         console.rule("4. degrade n2's link: 150ms delay, 20ms jitter, 1mbit, 5% stalls")
         clean = round_trip_ms(leaf["n2"])
-        ctl.link_set(
-            "n2",
-            delay="150ms",
-            jitter="20ms",
-            rate="1mbit",
-            stall="5%",
-            stall_time="200ms",
-            run_dir=run_dir,
-            json_out=False,
-        )
+        degraded = LinkShape(delay_ms=150, jitter_ms=20, rate_bps=1_000_000, stall_pct=5)
+        change_link(run_dir, LAB_LINK_SET, LinkSet(node="n2", shape=degraded))
         console.print(
             f"round trip n2 -> hub: {clean:.1f} ms clean, "
             f"{round_trip_ms(leaf['n2']):.1f} ms degraded"
@@ -145,9 +184,15 @@ def run_demo(nodes: int, run_dir: Path) -> None:
             links_where(hub, lambda s: all(s.get(p) == "degraded" for p in pairs if "n2" in p)),
         )
         console.print(link_matrix(reports, names))
+        records = wait_for(
+            "a committed, executed decision about n2's links",
+            decided(hub, lambda r: "n2" in r.anomaly.subject.split(".") and "link" in r.key),
+            within=90.0,
+        )
+        console.print(decisions_table(records))
 
         console.rule("5. cut n3 off the hub; its leaf keeps serving its own host")
-        ctl.link_cut("n3", run_dir=run_dir, json_out=False)
+        change_link(run_dir, LAB_LINK_CUT, LinkCut(node="n3"))
         console.print(f"n3 reaches the hub: {reachable(leaf['n3'])}")
         reports = wait_for(
             "links to n3 down",
@@ -162,17 +207,31 @@ def run_demo(nodes: int, run_dir: Path) -> None:
             )
 
         console.rule("6. heal both links")
-        ctl.link_restore("n2", run_dir=run_dir, json_out=False)
-        ctl.link_restore("n3", run_dir=run_dir, json_out=False)
+        change_link(run_dir, LAB_LINK_RESTORE, NodeRef(node="n2"))
+        change_link(run_dir, LAB_LINK_RESTORE, NodeRef(node="n3"))
         reports = wait_for(
             "all links good again",
             links_where(hub, lambda s: all(s.get(p) == "good" for p in pairs)),
         )
         console.print(link_matrix(reports, names))
-        ctl.status(run_dir=run_dir, json_out=False)
+
+        console.rule("7. kill n4: the others agree to restart it, and it rejoins")
+        lab_call(run_dir, LAB_NODE_KILL, NodeRef(node="n4"))
+        records = wait_for(
+            "n4 healed: decision committed, executed, outcome known",
+            decided(hub, lambda r: r.key.startswith("host-gone/n4/"), outcome=True),
+            within=120.0,
+        )
+        console.print(decisions_table(records))
+        final: LabStatus = lab_call(run_dir, LAB_STATUS, Empty())
+        console.print(lab_table(final))
     finally:
-        console.rule("7. tear down")
-        ctl.down(run_dir=run_dir, timeout=30.0)
+        console.rule("8. tear down")
+        killed = stop_lab(run_dir, timeout=30.0) == "killed"
+        console.print(
+            f"lab in {run_dir} is down" + (": it did not stop in 30s, killed" if killed else ""),
+            highlight=False,
+        )
 
 
 def _complete(view: PeerList | None, names: list[str]) -> PeerList | None:

@@ -9,10 +9,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshmind.bus import Bus, BusError, BusSettings, RawMessage, configure_logging
+import click
+
+from meshmind import __version__
+from meshmind.bus import (
+    Bus,
+    BusError,
+    BusSettings,
+    RawMessage,
+    configure_logging,
+    configure_tracing,
+    flush_tracing,
+    installed_provider,
+    traced,
+)
 from meshmind.lab import LabState, read_state
 
 T = TypeVar("T")
+
+TRACE_FLUSH_S = 2.0
+"""How long meshctl waits at most, before it exits, for its spans to reach the collector."""
 
 
 class CtlError(Exception):
@@ -36,14 +52,26 @@ def target_url(url: str | None, run_dir: Path) -> str:
     return lab_state(run_dir).hub_url
 
 
-def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0) -> T:
-    """Connect to ``url``, run ``work``, close; connection failures become a :class:`CtlError`."""
+def command_name() -> str:
+    """The meshctl command running, as its span is named: ``meshctl link set``."""
+    names: list[str] = []
+    context = click.get_current_context(silent=True)
+    while context is not None and context.parent is not None:
+        names.append(context.info_name or "")
+        context = context.parent
+    return " ".join(["meshctl", *reversed(names)])
 
-    async def run() -> T:
-        settings = BusSettings(
-            node_id="meshctl", nats_url=url, log_level="error", log_format="console"
-        )
-        configure_logging(settings, "meshctl")
+
+def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0) -> T:
+    """Connect to ``url``, run ``work``, close; connection failures become a :class:`CtlError`.
+
+    The whole of it is one span named after the command, the root of every message ``work``
+    sends; it is exported as the ``OTEL_*`` variables say, within :data:`TRACE_FLUSH_S`.
+    """
+    settings = BusSettings(node_id="meshctl", nats_url=url, log_level="error", log_format="console")
+
+    @traced(command_name())
+    async def connected() -> T:
         try:
             bus = await Bus.connect(settings, name="meshctl", connect_timeout_s=timeout)
         except BusError as error:
@@ -52,6 +80,16 @@ def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 
             return await work(bus)
         finally:
             await bus.close()
+
+    async def run() -> T:
+        configure_logging(settings, "meshctl")
+        configure_tracing(settings, "meshctl", version=__version__)
+        try:
+            return await connected()
+        finally:
+            provider = installed_provider()
+            if provider is not None:
+                await flush_tracing(provider, TRACE_FLUSH_S, shut_down=False)
 
     return asyncio.run(run())
 

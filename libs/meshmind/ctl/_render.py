@@ -8,9 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from meshmind.bus.protocol import LabStatus, LinkShape, LinkStatus
+from meshmind.bus.protocol import CutMode, LabStatus, LinkShape, LinkStatus
 
-console = Console()
+console = Console(soft_wrap=True)
 error_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -19,10 +19,18 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, sort_keys=True))
 
 
-def describe_shape(shape: LinkShape, cut: bool) -> str:
-    """``cut``, ``clean`` or the impairments, as an operator would type them."""
-    if cut:
-        return "[red]cut[/red]"
+CUT_LABELS: dict[CutMode, str] = {
+    "loud": "cut",
+    "silent": "cut silently",
+    "up": "cut one way: up (host -> hub) dropped",
+    "down": "cut one way: down (hub -> host) dropped",
+}
+
+
+def describe_shape(shape: LinkShape, cut: CutMode | None) -> str:
+    """The kind of cut, ``clean`` or the impairments, as an operator would type them."""
+    if cut is not None:
+        return f"[red]{CUT_LABELS[cut]}[/red]"
     parts = []
     if shape.delay_ms:
         parts.append(f"delay {shape.delay_ms:g}ms")
@@ -45,7 +53,7 @@ def lab_table(status: LabStatus) -> Table:
             host.node,
             ":" + host.leaf_url.rsplit(":", 1)[-1],
             str(host.pid) if host.running else "[red]stopped[/red]",
-            describe_shape(host.link.shape, host.link.cut),
+            describe_shape(host.link.shape, host.link.cut_mode),
             str(host.link.connections),
             _bytes(host.link.bytes_up),
             _bytes(host.link.bytes_down),
@@ -55,7 +63,7 @@ def lab_table(status: LabStatus) -> Table:
 
 def link_line(link: LinkStatus) -> str:
     """One host's link in one line."""
-    return f"{link.node}: {describe_shape(link.shape, link.cut)}"
+    return f"{link.node}: {describe_shape(link.shape, link.cut_mode)}"
 
 
 def services_table(services: list[dict[str, Any]]) -> Table:

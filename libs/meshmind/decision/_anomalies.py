@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-AnomalyKind = Literal[
-    "host-gone",
-    "link-degraded",
-    "link-down",
-    "partition-suspected",
-    "host-overloaded",
-    "voter-bad-link",
-    "trainer-failing",
-]
-LinkState = Literal["good", "degraded", "down"]
+from meshmind.bus.protocol import AnomalyKind, LinkState
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +145,37 @@ class Situation:
         host's own link to it (when measured) not down."""
         own = self.links.get((self.node, node))
         return node in self.members and (own is None or own.state != "down")
+
+    def suspect(self, anomaly: Anomaly) -> str:
+        """The host an anomaly most likely lies with: for a link, the end found in more bad
+        links in this host's view (the far end, which its source measured, on a tie)."""
+        hosts = anomaly.hosts
+        if len(hosts) != 2:
+            return hosts[0]
+        source, target = hosts
+
+        def bad_links(node: str) -> int:
+            return sum(
+                1 for ends, link in self.links.items() if link.state != "good" and node in ends
+            )
+
+        return source if bad_links(source) > bad_links(target) else target
+
+    def bad_link_share(self, node: str) -> float:
+        """The share of the other members that ``node`` has a bad link with, either way: near 1
+        when the host's own link to the mesh is bad, low when one link between two hosts is."""
+        others = [n for n in self.members if n != node]
+        if not others:
+            return 0.0
+        bad = [
+            n
+            for n in others
+            if any(
+                (link := self.links.get(ends)) is not None and link.state != "good"
+                for ends in ((node, n), (n, node))
+            )
+        ]
+        return len(bad) / len(others)
 
     def _partition_of(self, source: str, at: float) -> Anomaly | None:
         peers = [n for n in self.members if n != source]

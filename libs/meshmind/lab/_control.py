@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from meshmind.bus import Bus, Empty, ServiceError, ServiceKit
 from meshmind.bus.protocol import (
@@ -15,18 +14,19 @@ from meshmind.bus.protocol import (
     LAB_LINK_SET,
     LAB_NODE_KILL,
     LAB_NODE_RESTART,
+    LAB_SERVICES_RESTART,
     LAB_SHUTDOWN,
     LAB_STATUS,
     HostStatus,
     LabEvent,
+    LabEventKind,
     LabStatus,
+    LinkCut,
     LinkSet,
     LinkStatus,
     NodeRef,
 )
 from meshmind.lab._mesh import Host, LocalMesh
-
-EventKind = Literal["link-set", "link-cut", "link-restored", "node-killed", "node-restarted"]
 
 
 def lab_control(
@@ -40,7 +40,7 @@ def lab_control(
                 raise ServiceError(404, f"no host {node!r} in this lab ({', '.join(mesh.nodes)})")
             return mesh.hosts[node]
 
-        async def announce(node: str, kind: EventKind) -> None:
+        async def announce(node: str, kind: LabEventKind) -> None:
             event = LabEvent(node=node, kind=kind, link=host(node).link_status(), at=time.time())
             await bus.publish(LAB_EVENTS, event, node=node)
 
@@ -52,8 +52,8 @@ def lab_control(
             await announce(request.node, "link-set")
             return host(request.node).link_status()
 
-        async def link_cut(request: NodeRef) -> LinkStatus:
-            await host(request.node).link.cut()
+        async def link_cut(request: LinkCut) -> LinkStatus:
+            await host(request.node).link.cut(request.mode)
             await announce(request.node, "link-cut")
             return host(request.node).link_status()
 
@@ -74,6 +74,14 @@ def lab_control(
             await announce(request.node, "node-restarted")
             return status
 
+        async def services_restart(request: NodeRef) -> HostStatus:
+            if host(request.node).server.running:
+                await mesh.start_services([request.node])
+            else:  # a killed host: its leaf too
+                await mesh.restart(request.node)
+            await announce(request.node, "services-restarted")
+            return host(request.node).status()
+
         async def shutdown(_: Empty) -> Empty:
             asyncio.get_running_loop().call_later(0.1, stop.set)
             return Empty()
@@ -84,6 +92,7 @@ def lab_control(
         kit.endpoint(LAB_LINK_RESTORE, link_restore)
         kit.endpoint(LAB_NODE_KILL, node_kill)
         kit.endpoint(LAB_NODE_RESTART, node_restart)
+        kit.endpoint(LAB_SERVICES_RESTART, services_restart)
         kit.endpoint(LAB_SHUTDOWN, shutdown)
 
     return setup

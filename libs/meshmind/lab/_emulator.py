@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 from meshmind.bus import get_logger
-from meshmind.bus.protocol import LinkShape
+from meshmind.bus.protocol import CutMode, LinkShape
 
 _log = get_logger(__name__)
 _CHUNK = 64 * 1024
@@ -25,6 +26,10 @@ class _Direction:
     wire_free_at: float = 0.0
     last_delivery_at: float = 0.0
     bytes: int = 0
+
+
+Way = Literal["up", "down"]
+"""A direction on a link: ``up`` from the host towards the hub, ``down`` back."""
 
 
 def delivery_time(
@@ -51,25 +56,44 @@ def delivery_time(
 
 
 class _Connection:
-    """One proxied TCP connection: two pumps, each a reader feeding a timed writer."""
+    """One proxied TCP connection: two pumps, each a reader feeding a timed writer.
+
+    Without a ``server`` side the connection is a black hole: it was opened while the link was
+    silently cut, so the client reached the proxy but nothing reaches the target, and every
+    byte the client sends is dropped.
+    """
 
     def __init__(
         self,
         emulator: LinkEmulator,
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        server: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
     ) -> None:
         self._emulator = emulator
-        self._writers = (client[1], server[1])
+        self.black_hole = server is None
+        self.damaged = self.black_hole
+        """Whether anything (bytes, a close, a reset) was lost: the stream cannot resume."""
+        self._writers = [client[1]]
         self.up = _Direction()
         self.down = _Direction()
         self._tasks = [
-            asyncio.create_task(self._pump(client[0], server[1], self.up)),
-            asyncio.create_task(self._pump(server[0], client[1], self.down)),
+            asyncio.create_task(self._pump("up", client[0], server[1] if server else None, self.up))
         ]
+        if server is not None:
+            self._writers.append(server[1])
+            self._tasks.append(
+                asyncio.create_task(self._pump("down", server[0], client[1], self.down))
+            )
+
+    def _drops(self, way: Way) -> bool:
+        return self.black_hole or self._emulator.drops(way)
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Direction
+        self,
+        way: Way,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter | None,
+        state: _Direction,
     ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
         loop = asyncio.get_running_loop()
@@ -80,6 +104,11 @@ class _Connection:
                 wait = at - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if self._drops(way) or writer is None:  # in flight when the link went quiet
+                    self.damaged = True
+                    if not data:
+                        return
+                    continue
                 if not data:
                     writer.write_eof() if writer.can_write_eof() else writer.close()
                     return
@@ -94,6 +123,9 @@ class _Connection:
                 if backlog > _MAX_BACKLOG_S:
                     await asyncio.sleep(backlog - _MAX_BACKLOG_S)
                 data = await reader.read(_CHUNK)
+                if data and self._drops(way):  # read and discard: the sender sees no pushback
+                    self.damaged = True
+                    continue
                 at = delivery_time(
                     loop.time(), len(data), self._emulator.shape, state, self._emulator.rng
                 )
@@ -102,7 +134,10 @@ class _Connection:
                     break
             await delivering
         except (ConnectionError, OSError):
-            self.abort()
+            if self._drops(way):
+                self.damaged = True  # the reset is lost on the quiet link: the far side waits
+            else:
+                self.abort()
         finally:
             delivering.cancel()
 
@@ -125,8 +160,13 @@ class LinkEmulator:
     """Listens on ``listen_port`` and forwards every connection to ``target``, shaped.
 
     The shape can change while connections are open and applies to every chunk read after
-    the change. :meth:`cut` resets the open connections and refuses new ones until
-    :meth:`restore`, which also clears the shape.
+    the change. :meth:`cut` partitions the link in one of four ways (see :data:`CutMode`):
+    ``loud`` resets the open connections and refuses new ones, so both sides know at once;
+    ``silent`` keeps them open and drops every byte both ways, so each side learns of it only
+    from its own timeouts (nats-server: its unanswered pings); ``up`` and ``down``
+    drop one direction only. During any cut but a loud one, new connections are accepted and
+    black-holed: a TCP handshake needs both directions, so none can reach the target.
+    :meth:`restore` ends every kind of cut and clears the shape.
     """
 
     def __init__(
@@ -143,7 +183,7 @@ class LinkEmulator:
         self._host = host
         self._port = port
         self.shape = LinkShape()
-        self.cut_off = False
+        self.cut_mode: CutMode | None = None
         self.rng = random.Random(seed)
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
@@ -157,6 +197,15 @@ class LinkEmulator:
             return self._port
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether any kind of cut is in force."""
+        return self.cut_mode is not None
+
+    def drops(self, way: Way) -> bool:
+        """Whether bytes going ``way`` are dropped now."""
+        return self.cut_mode in ("loud", "silent") or self.cut_mode == way
 
     async def start(self) -> None:
         """Start listening."""
@@ -176,21 +225,34 @@ class LinkEmulator:
         self.shape = shape
         _log.info("link.shaped", link=self.name, **shape.model_dump(exclude={"v"}))
 
-    async def cut(self) -> None:
-        """Partition: reset open connections, refuse new ones."""
-        self.cut_off = True
-        await self._abort_all()
-        _log.info("link.cut", link=self.name)
+    async def cut(self, mode: CutMode = "loud") -> None:
+        """Partition the link: ``loud`` resets open connections and refuses new ones;
+        ``silent``, ``up`` and ``down`` drop bytes on connections that stay open."""
+        self.cut_mode = mode
+        if mode == "loud":
+            await self._abort_all()
+        _log.info("link.cut", link=self.name, mode=mode)
 
     def restore(self) -> None:
-        """Reconnect and clear every impairment."""
-        self.cut_off = False
+        """End any cut and clear every impairment.
+
+        A connection that lost anything to a silent or one-way cut is reset here, and so is
+        every black-holed one. TCP carries one ordered byte stream: resuming delivery after a
+        gap would hand the other side the middle of a protocol message (nats-server closes
+        the connection with a parser error at best, acts on garbage at worst). A real link's
+        TCP would end such a connection too, once its retransmissions time out; resetting it
+        at once lets both sides reconnect cleanly. Connections that lost nothing carry on.
+        """
+        self.cut_mode = None
         self.shape = LinkShape()
-        _log.info("link.restored", link=self.name)
+        damaged = [c for c in self._connections if c.damaged]
+        for connection in damaged:
+            connection.abort()
+        _log.info("link.restored", link=self.name, reset=len(damaged))
 
     @property
     def connections(self) -> int:
-        """Connections open now."""
+        """Connections open now (black-holed ones included: the client holds them open)."""
         return sum(1 for c in self._connections if not c.done)
 
     @property
@@ -204,19 +266,21 @@ class LinkEmulator:
         return self._carried_down + sum(c.down.bytes for c in self._connections)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut_off:
+        if self.cut_mode == "loud":
             writer.transport.abort()
             return
-        try:
-            upstream = await asyncio.open_connection(*self.target)
-        except OSError as error:
-            _log.warning("link.target_unreachable", link=self.name, error=str(error))
-            writer.transport.abort()
-            return
-        if self.cut_off:  # cut while we were connecting
-            upstream[1].transport.abort()
-            writer.transport.abort()
-            return
+        upstream = None
+        if self.cut_mode is None:
+            try:
+                upstream = await asyncio.open_connection(*self.target)
+            except OSError as error:
+                _log.warning("link.target_unreachable", link=self.name, error=str(error))
+                writer.transport.abort()
+                return
+            if self.cut_mode == "loud":  # cut while we were connecting
+                upstream[1].transport.abort()
+                writer.transport.abort()
+                return
         connection = _Connection(self, (reader, writer), upstream)
         self._connections.add(connection)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,29 @@ from types import TracebackType
 from meshmind.bus import check_node_id, get_logger
 from meshmind.bus.protocol import HostStatus, LabStatus, LinkStatus
 from meshmind.lab._emulator import LinkEmulator
-from meshmind.lab._nats_config import ServerPorts, hub_config, leaf_config
+from meshmind.lab._nats_config import (
+    HubSecurity,
+    LeafSecurity,
+    ServerPorts,
+    hub_config,
+    leaf_config,
+)
 from meshmind.lab._ports import free_ports
 from meshmind.lab._process import ManagedProcess
 from meshmind.lab._servers import ServerHandle, ServerRunner, http_json, pick_runner, wait_healthy
 from meshmind.lab._state import RUN_MARKER
+from meshmind.security import MeshCredentials, generate_credentials
+
+SECURE_ENV = "MESHMIND_LAB_SECURE"
+"""Set to 1 to make :class:`LocalMesh` secure when it is not told either way."""
 
 _log = get_logger(__name__)
+
+SERVICE_STOP_S = 10.0
+"""How long a service may drain after SIGTERM before the lab kills it (a service's own
+``DRAIN_TIMEOUT_S`` is 10 s by default)."""
+SERVER_STOP_S = 5.0
+"""How long a nats-server may take to exit after SIGTERM (it needs far less)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class Host:
             node=self.node,
             shape=self.link.shape,
             cut=self.link.cut_off,
+            cut_mode=self.link.cut_mode,
             connections=self.link.connections,
             bytes_up=self.link.bytes_up,
             bytes_down=self.link.bytes_down,
@@ -91,7 +109,11 @@ class LocalMesh:
         services: Sequence[ServiceCommand] = (),
         runner: ServerRunner | None = None,
         service_env: dict[str, str] | None = None,
+        secure: bool | None = None,
+        service_stop_s: float = SERVICE_STOP_S,
     ) -> None:
+        """``secure``: leaves reach the hub over TLS with their own nkey and the permissions
+        the contract gives them (default: ``MESHMIND_LAB_SECURE``, else off)."""
         for node in nodes:
             check_node_id(node)
         if len(set(nodes)) != len(nodes):
@@ -100,12 +122,17 @@ class LocalMesh:
         self.nodes = list(nodes)
         self.service_commands = list(services)
         self.service_env = dict(service_env or {})
+        self.service_stop_s = service_stop_s
         self.runner = runner or pick_runner()
         client, monitor, leafnode = free_ports(3)
         self.hub_ports = ServerPorts(client, monitor)
         self.hub_leafnode_port = leafnode
         self.hub: ServerHandle | None = None
         self.hosts: dict[str, Host] = {}
+        if secure is None:
+            secure = os.environ.get(SECURE_ENV, "0").strip().lower() in ("1", "true", "yes")
+        self.secure = secure
+        self.credentials: MeshCredentials | None = None
 
     @property
     def _marker(self) -> dict[str, str]:
@@ -134,9 +161,22 @@ class LocalMesh:
         """Start the hub, every leaf and its link, wait until every leaf has joined the hub,
         then (unless ``services`` is false) start each host's services."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        hub_security = None
+        if self.secure:
+            self.credentials = generate_credentials(self.run_dir / "secrets", self.nodes)
+            hub_security = HubSecurity(
+                self.credentials.hub_cert,
+                self.credentials.hub_key,
+                self.credentials.hub_authorization.relative_to(self.run_dir),
+            )
         hub_conf = self.run_dir / "hub.conf"
         hub_conf.write_text(
-            hub_config(self.hub_ports, self.hub_leafnode_port, self.run_dir / "hub" / "jetstream")
+            hub_config(
+                self.hub_ports,
+                self.hub_leafnode_port,
+                self.run_dir / "hub" / "jetstream",
+                hub_security,
+            )
         )
         self.hub = self.runner.server("hub", hub_conf, self.run_dir / "hub.log", self._marker)
         await self.hub.start()
@@ -150,14 +190,20 @@ class LocalMesh:
         _log.info("lab.started", hub=self.hub_url, hosts=len(self.hosts), runner=self.runner.name)
 
     async def stop(self) -> None:
-        """Stop every service, leaf, link and the hub; nothing is left running."""
-        for host in self.hosts.values():
-            await asyncio.gather(*(p.stop() for p in host.services.values()))
-        await asyncio.gather(*(h.server.stop() for h in self.hosts.values()))
-        for host in self.hosts.values():
-            await host.link.stop()
+        """Stop every service, leaf, link and the hub; nothing is left running.
+
+        Each step runs on every host at once: all the services (SIGTERM, then SIGKILL after
+        ``service_stop_s``), then all the leaves, then the links, then the hub. However many
+        hosts there are, stopping takes at most ``service_stop_s + 2 * SERVER_STOP_S``.
+        """
+        hosts = list(self.hosts.values())
+        await asyncio.gather(
+            *(p.stop(self.service_stop_s) for h in hosts for p in h.services.values())
+        )
+        await asyncio.gather(*(h.server.stop(SERVER_STOP_S) for h in hosts))
+        await asyncio.gather(*(h.link.stop() for h in hosts))
         if self.hub is not None:
-            await self.hub.stop()
+            await self.hub.stop(SERVER_STOP_S)
         _log.info("lab.stopped")
 
     async def __aenter__(self) -> LocalMesh:
@@ -213,8 +259,8 @@ class LocalMesh:
     async def restart(self, node: str, timeout: float = 20.0) -> HostStatus:
         """Stop what still runs of a host, then start its leaf and services again."""
         host = self.host(node)
-        await asyncio.gather(*(p.stop() for p in host.services.values()))
-        await host.server.stop()
+        await asyncio.gather(*(p.stop(self.service_stop_s) for p in host.services.values()))
+        await host.server.stop(SERVER_STOP_S)
         await self._start_leaf(host, timeout)
         if not host.link.cut_off:
             await self.wait_joined([node], timeout)
@@ -238,9 +284,17 @@ class LocalMesh:
         ports = ServerPorts(client, monitor)
         conf = self.run_dir / node / "leaf.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
+        security = None
+        if self.credentials is not None:
+            seed = Path("..") / self.credentials.host_seed(node).relative_to(self.run_dir)
+            security = LeafSecurity(seed, self.credentials.ca_cert)
         conf.write_text(
             leaf_config(
-                node, ports, f"nats-leaf://127.0.0.1:{link.port}", self.run_dir / node / "jetstream"
+                node,
+                ports,
+                f"nats-leaf://127.0.0.1:{link.port}",
+                self.run_dir / node / "jetstream",
+                security,
             )
         )
         server = self.runner.server(node, conf, self.run_dir / node / "leaf.log", self._marker)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
 from meshmind import __version__
-from meshmind.bus import Bus, BusError, KeyValue, ServiceKit, background, get_logger, run
+from meshmind.bus import (
+    Bus,
+    BusError,
+    KeyValue,
+    KvEntry,
+    KvSnapshot,
+    KvWatch,
+    ServiceKit,
+    background,
+    get_logger,
+    run,
+)
 from meshmind.bus.protocol import (
     DISCOVERY_PEERS,
     DISCOVERY_PICK,
@@ -23,7 +36,7 @@ from meshmind.bus.protocol import (
     PeerQuery,
     ServiceBeat,
 )
-from meshmind.membership import Change, HostLoadMeter, PeerView, least_loaded
+from meshmind.membership import Change, HostLoadMeter, PeerView, least_loaded, refusal
 from meshmind_discovery._config import DiscoverySettings
 
 _log = get_logger(__name__)
@@ -31,6 +44,13 @@ EXPIRY_CHECK_S = 0.1
 EXPIRY_MARGIN_S = 2 * EXPIRY_CHECK_S
 """Declare a peer left this much before its TTL runs out, so that with the check period and
 delivery every host says so within the TTL of the failure itself."""
+WATCH_HEARTBEAT_S = 0.4
+"""How often the hub proves the bucket watch alive while the bucket is quiet."""
+WATCH_LIVE_S = 1.0
+"""The watch counts as heard while the hub sent it something this recently; longer silence
+is the watch's, not the peers': nobody is expired until it is heard again."""
+BIND_BUDGET_S = 15.0
+"""How long one attempt to create or bind the peers bucket may take (slow links included)."""
 BEAT_FRESH_S = 3.0
 MAX_BEATS = 256
 
@@ -43,15 +63,20 @@ class Discovery:
         self.settings = settings
         self.kv: KeyValue[PeerInfo] | None = None
         self.node = bus.node_id
+        self.instance = secrets.token_hex(6)
         silence_s = max(settings.heartbeat_s, settings.ttl_s - EXPIRY_MARGIN_S)
-        self.view = PeerView(self.node, silence_s)
+        self.view = PeerView(self.node, silence_s, confirm_gap_s=WATCH_LIVE_S)
         self.started_at = time.time()
         self.meter = HostLoadMeter()
         self.beats: dict[str, tuple[ServiceBeat, float]] = {}
         self.reachable = False
-        self.watch_live = False
+        self.revision: int | None = None
+        self.putting: asyncio.Task[None] | None = None
+        self.put_started = 0.0
+        self.watch: KvWatch[PeerInfo] | None = None
+        self.refused = 0
+        self.rivals: dict[str, float] = {}
         self.tasks: list[asyncio.Task[None]] = []
-        self.watching: asyncio.Task[None] | None = None
 
     def now(self) -> float:
         return time.monotonic()
@@ -72,6 +97,7 @@ class Discovery:
             load=HostLoad(cpu_pct=cpu, mem_pct=mem, queues=dict(list(queues.items())[:64])),
             version=__version__,
             started_at=self.started_at,
+            instance=self.instance,
         )
 
     async def announce(self, changes: list[Change]) -> None:
@@ -89,87 +115,129 @@ class Discovery:
             except BusError as error:  # the view is right; only the event is lost
                 _log.warning("peer.announce_failed", peer=change.node, error=str(error))
 
+    async def bind(self) -> None:
+        """Create or bind the peers bucket, retrying until the hub answers, then follow it.
+        Its own task with its own budget: a slow hub link never delays the heartbeat."""
+        while self.kv is None:
+            try:
+                async with asyncio.timeout(BIND_BUDGET_S):
+                    self.kv = await self.bus.hub().key_value(
+                        PEERS_BUCKET,
+                        PeerInfo,
+                        ttl_s=self.settings.ttl_s,
+                        expiry_markers=True,
+                        replicas=self.bus.settings.hub_replicas,
+                    )
+            except (BusError, TimeoutError) as error:
+                _log.warning("hub.bind_failed", bucket=PEERS_BUCKET, error=str(error) or "timeout")
+                await asyncio.sleep(self.settings.heartbeat_s)
+        self.beat_now(self.kv)  # announce at once rather than at the next beat
+        await self.follow(self.kv)
+
     async def heartbeat(self) -> None:
-        """Announce this host at a fixed rate; track whether the hub answers."""
+        """Announce this host at a fixed rate. A put is never abandoned: while one is in
+        flight no other starts, and one in flight longer than the TTL means the hub is out
+        of reach (it still completes or fails on its own)."""
         interval = self.settings.heartbeat_s
-        put_budget = max(0.2, min(interval, self.settings.ttl_s - interval))
         next_at = self.now()
         while True:
-            try:
-                async with asyncio.timeout(put_budget):
-                    kv = self.kv or await self.bind()
-                    await kv.put(self.node, self.info())
-            except Exception as error:  # unreachable, slow, or refused: all mean "not now"
-                self.lost_hub(error)
-            else:
-                if not self.reachable:
-                    await self.reconnected(kv)
-                self.view.confirm(self.now())
+            now = self.now()
+            in_flight_s = now - self.put_started
+            if (
+                self.kv is not None
+                and not self.beat_now(self.kv)
+                and in_flight_s > self.settings.ttl_s
+            ):
+                self.lost_hub(TimeoutError(f"put in flight for {in_flight_s:.1f}s"))
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - self.now()))
 
-    async def bind(self) -> KeyValue[PeerInfo]:
-        """The peers bucket, created on first use (the hub may be out of reach at start)."""
-        self.kv = await self.bus.hub().key_value(
-            PEERS_BUCKET,
-            PeerInfo,
-            ttl_s=self.settings.ttl_s,
-            expiry_markers=True,
-            replicas=self.bus.settings.hub_replicas,
-        )
-        return self.kv
+    def beat_now(self, kv: KeyValue[PeerInfo]) -> bool:
+        """Start announcing this host, unless an announcement is still in flight."""
+        if self.putting is not None and not self.putting.done():
+            return False
+        self.putting = asyncio.create_task(self.put(kv))
+        self.put_started = self.now()
+        return True
+
+    async def put(self, kv: KeyValue[PeerInfo]) -> None:
+        try:
+            self.revision = await kv.put(self.node, self.info())
+        except BusError as error:  # unreachable, slow, or refused: all mean "not now"
+            self.lost_hub(error)
+            return
+        if not self.reachable:
+            _log.info("hub.reachable")
+        self.reachable = True
 
     def lost_hub(self, error: BaseException) -> None:
         if self.reachable:
             _log.warning("hub.unreachable", error=repr(error))
         self.reachable = False
-        self.watch_live = False
-        if self.watching is not None:
-            self.watching.cancel()
-            self.watching = None
 
-    async def reconnected(self, kv: KeyValue[PeerInfo]) -> None:
-        """The hub answers (again): re-read the bucket, announce the differences, re-watch."""
-        try:
-            current = await kv.values()
-        except BusError as error:
-            _log.warning("hub.reconcile_failed", error=str(error))
+    async def follow(self, kv: KeyValue[PeerInfo]) -> None:
+        """Turn the bucket into membership changes: each snapshot (at the start and whenever
+        the watch had to be re-established) is reconciled with the view, each update and
+        expiry marker applied."""
+        async with kv.follow(heartbeat_s=WATCH_HEARTBEAT_S) as watch:
+            self.watch = watch
+            async for item in watch:
+                if isinstance(item, KvSnapshot):
+                    current = {
+                        key: entry.value
+                        for key, entry in item.entries.items()
+                        if entry.value is not None and self.believed(key, entry.value)
+                    }
+                    _log.info("peers.reconciled", peers=len(current), restarts=watch.restarts)
+                    await self.announce(self.view.reconcile(current, self.now()))
+                else:
+                    await self.apply(item)
+
+    def believed(self, key: str, value: PeerInfo) -> bool:
+        """Whether a record may enter the view: it names its key's node and did not start in
+        the future; one that may not is logged and counted."""
+        reason = refusal(key, value, time.time())
+        if reason is not None:
+            self.refused += 1
+            _log.warning("peer.refused", key=key, reason=reason, refused=self.refused)
+            return False
+        if key == self.node and value.instance != self.instance:
+            self.rival(value)
+        return True
+
+    def rival(self, other: PeerInfo) -> None:
+        """Another live instance announces this node id: say so loudly, once per TTL."""
+        now = self.now()
+        if now - self.rivals.get(other.instance, -self.settings.ttl_s) >= self.settings.ttl_s:
+            _log.error(
+                "peer.duplicate_id",
+                node=self.node,
+                instance=self.instance,
+                other_instance=other.instance,
+                other_started_at=other.started_at,
+            )
+        self.rivals[other.instance] = now
+
+    async def apply(self, entry: KvEntry[PeerInfo]) -> None:
+        if entry.value is None:
+            change = self.view.remove(entry.key)
+        elif self.believed(entry.key, entry.value):
+            change = self.view.put(entry.value, self.now())
+        else:
             return
-        self.reachable = True
-        _log.info("hub.reachable", peers=len(current))
-        await self.announce(self.view.reconcile(current, self.now()))
-        self.watching = background(self.watch(kv), "watch")
-
-    async def watch(self, kv: KeyValue[PeerInfo]) -> None:
-        """Turn the bucket's updates and expiry markers into membership changes; a watch that
-        ends or fails is started again (it replays each key's current entry)."""
-        while True:
-            try:
-                async for entry in kv.watch():
-                    self.watch_live = True
-                    await self.apply(entry.key, entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                _log.warning("watch.failed", error=repr(error))
-            self.watch_live = False
-            await asyncio.sleep(self.settings.heartbeat_s)
-
-    async def apply(self, key: str, value: PeerInfo | None) -> None:
-        if value is not None and value.node != key:
-            _log.warning("peer.key_mismatch", key=key, node=value.node)
-            return
-        change = self.view.put(value, self.now()) if value is not None else self.view.remove(key)
         if change is not None:
             await self.announce([change])
 
     async def expire(self) -> None:
         """Declare left a peer whose announcements stopped, even before the bucket says so;
-        only while the hub answers and the watch delivers, so silence is theirs, not ours."""
+        only while the watch is heard from, so silence is theirs, not ours."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_S)
-            if self.reachable and self.watch_live:
-                await self.announce(self.view.expire(self.now()))
+            silent_s = self.watch.silent_s() if self.watch is not None else WATCH_LIVE_S
+            if silent_s < WATCH_LIVE_S:
+                now = self.now()
+                self.view.confirm(now - silent_s)  # the view is as current as the last word
+                await self.announce(self.view.expire(now))
 
     async def on_beat(self, beat: ServiceBeat) -> None:
         if beat.node == self.node and (beat.instance in self.beats or len(self.beats) < MAX_BEATS):
@@ -182,6 +250,8 @@ class Discovery:
             peers=self.view.peers(query.capability),
             stale=self.is_stale(now),
             age_s=self.view.age(now),
+            duplicates=self.view.duplicates(now),
+            refused=self.refused,
         )
 
     async def pick(self, query: PeerQuery) -> PeerPick:
@@ -197,17 +267,26 @@ class Discovery:
         return not self.reachable or self.view.stale(now, 2 * self.settings.heartbeat_s)
 
     async def close(self) -> None:
-        """Stop announcing and leave at once (delete the key) rather than by expiry."""
-        tasks = [*self.tasks, *([self.watching] if self.watching else [])]
-        for task in tasks:
+        """Stop announcing and leave at once (delete the key) rather than by expiry; only if
+        the key still holds this instance's last announcement, never another instance's."""
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.kv is not None and self.reachable:
-            try:
-                async with asyncio.timeout(2):
-                    await self.kv.delete(self.node)
-            except (BusError, TimeoutError) as error:
-                _log.info("peer.leave_by_expiry", error=repr(error))
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.putting is not None:  # its revision is the one to delete
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.putting), 2)
+        if self.watch is not None:
+            await self.watch.close()
+        if self.kv is None or self.revision is None or not self.reachable:
+            return
+        try:
+            async with asyncio.timeout(2):
+                deleted = await self.kv.delete(self.node, revision=self.revision)
+        except (BusError, TimeoutError) as error:
+            _log.info("peer.leave_by_expiry", error=repr(error))
+            return
+        if not deleted:
+            _log.warning("peer.leave_skipped", reason="another instance wrote the key since")
 
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
@@ -217,8 +296,9 @@ async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
     kit.endpoint(DISCOVERY_PICK, discovery.pick, node=bus.node_id)
     await kit.subscribe(SERVICE_BEATS, discovery.on_beat, node=bus.node_id)
     discovery.tasks = [
-        background(discovery.heartbeat(), "heartbeat"),
-        background(discovery.expire(), "expire"),
+        background(discovery.bind, "bind"),
+        background(discovery.heartbeat, "heartbeat"),
+        background(discovery.expire, "expire"),
     ]
     return discovery.close
 

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meshmind.bus import CommaList
+from meshmind.health import links_ttl_s
 
 
 class HealthSettings(BaseSettings):
@@ -40,6 +41,12 @@ class HealthSettings(BaseSettings):
         alias="LINK_REPORT_EVERY_S",
         description="Refresh the mesh-links bucket this often.",
     )
+    store_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        alias="LINK_STORE_TIMEOUT_S",
+        description="A put to mesh-links may take this long before it is retried.",
+    )
     interfaces: CommaList = Field(
         default_factory=list, alias="INTERFACES", description="Interfaces to watch (default: all)."
     )
@@ -51,3 +58,8 @@ class HealthSettings(BaseSettings):
     def timeout_s(self) -> float:
         """The probe timeout in force."""
         return self.probe_timeout_s or self.probe_interval_s
+
+    @property
+    def links_ttl_s(self) -> float:
+        """The mesh-links TTL that follows from the report interval and the store timeout."""
+        return links_ttl_s(self.report_every_s, self.store_timeout_s)

@@ -8,7 +8,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 from meshmind import __version__
-from meshmind.bus import Bus, BusError, Empty, KeyValue, ServiceKit, background, get_logger, run
+from meshmind.bus import (
+    Bus,
+    BusError,
+    Empty,
+    KeyValue,
+    ServiceKit,
+    background,
+    get_logger,
+    run,
+    traced,
+)
 from meshmind.bus.protocol import (
     DISCOVERY_PEERS,
     HEALTH_HOST,
@@ -26,21 +36,24 @@ from meshmind.bus.protocol import (
     Probe,
     ProbeReply,
 )
-from meshmind.health import LinkTable, ProbeRotation
+from meshmind.health import LinkTable, ProbeRotation, link_key, reply_mismatch
 from meshmind_health_monitor._config import HealthSettings
 from meshmind_health_monitor._sources import BatmanSource, InterfaceSource
 
 _log = get_logger(__name__)
 
 
+BIND_BUDGET_S = 30.0
+"""One attempt at creating or binding the links bucket may take this long (two round trips
+to the hub, over whatever link this host has)."""
+
+
 class Monitor:
-    """One host's monitor: what it probes, what it measured, what it last published."""
+    """One host's monitor: what it probes, what it measured, what it still has to store."""
 
     def __init__(self, bus: Bus, settings: HealthSettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.kv: KeyValue[LinkReport] | None = None
-        self.storing: set[str] = set()
         self.node = bus.node_id
         self.links = LinkTable(self.node)
         self.rotation = ProbeRotation(settings.probe_fanout)
@@ -49,7 +62,8 @@ class Monitor:
         self.interfaces = InterfaceSource(settings.interfaces)
         self.batman = BatmanSource(settings.batman_iface)
         self.interface_health: list[InterfaceHealth] = []
-        self.stored_at: dict[str, float] = {}
+        self.unstored: dict[str, LinkReport] = {}  # target -> newest report not yet stored
+        self.store_wanted = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
     async def follow_peers(self) -> None:
@@ -91,28 +105,32 @@ class Monitor:
             await self.batman.read()
             await asyncio.sleep(self.settings.probe_interval_s)
 
+    @traced("probe")  # the link event a probe causes is in the probe's trace
     async def probe(self, peer: str) -> None:
+        """Probe ``peer`` once; a reply that does not answer this very probe counts as lost."""
         self.seq += 1
+        probe = Probe(origin=self.node, seq=self.seq)
         start = time.perf_counter()
-        rtt_ms: float | None
+        rtt_ms: float | None = None
         try:
-            await self.bus.request(
-                HEALTH_PROBE,
-                Probe(origin=self.node, seq=self.seq),
-                node=peer,
-                timeout=self.settings.timeout_s,
+            reply = await self.bus.request(
+                HEALTH_PROBE, probe, node=peer, timeout=self.settings.timeout_s
             )
-            rtt_ms = (time.perf_counter() - start) * 1000
         except BusError:
-            rtt_ms = None
+            pass
+        else:
+            mismatch = reply_mismatch(peer, probe, reply)
+            if mismatch is None:
+                rtt_ms = (time.perf_counter() - start) * 1000
+            else:
+                _log.warning("probe.mismatched_reply", peer=peer, reason=mismatch)
         if peer not in self.peers:  # it left while the probe was out: forget, do not revive
             return
         change = self.links.record(peer, rtt_ms, time.time())
         if change is not None:
+            self.unstored[peer] = change.link
+            self.store_wanted.set()
             await self.publish(change)
-        if peer not in self.storing:  # the hub may be slow or gone: never hold up probing
-            self.storing.add(peer)
-            background(self.store(peer, force=change is not None), f"store {peer}")
 
     async def publish(self, change: LinkChange) -> None:
         link = change.link
@@ -123,35 +141,64 @@ class Monitor:
             previous=change.previous,
             score=round(link.score, 3),
         )
-        await self.bus.publish(LINK_CHANGES, change, node=self.node)
-
-    async def store(self, peer: str, *, force: bool) -> None:
-        """Keep the link's report in the hub bucket: on change, and refreshed regularly."""
         try:
-            now = time.monotonic()
-            if not force and now - self.stored_at.get(peer, 0.0) < self.settings.report_every_s:
-                return
-            report = next((r for r in self.links.reports() if r.target == peer), None)
-            if report is None:
-                return
-            async with asyncio.timeout(self.settings.probe_interval_s):
-                kv = self.kv or await self.bind()
-                await kv.put(f"{self.node}.{peer}", report)
-            self.stored_at[peer] = now
+            await self.bus.publish(LINK_CHANGES, change, node=self.node)
+        except BusError as error:  # our own server is out of reach: the bucket catches up later
+            _log.debug("link.publish_failed", error=repr(error))
+
+    async def keep_stored(self) -> None:
+        """Keep every link's report in the hub bucket: a change at once, every link each report
+        interval. This task alone waits on the hub, so a slow or absent hub never holds up
+        probing; a put that fails or times out is retried with the link's newest report."""
+        kv = await self.bind()
+        loop = asyncio.get_running_loop()
+        refresh_at = loop.time()
+        while True:
+            if loop.time() >= refresh_at:
+                self.unstored.update({r.target: r for r in self.links.reports()})
+                refresh_at = loop.time() + self.settings.report_every_s
+            if self.unstored and not await self.store_unstored(kv):
+                await asyncio.sleep(self.settings.probe_interval_s)  # the hub is slow or away
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, refresh_at - loop.time())):
+                    await self.store_wanted.wait()
+
+    async def store_unstored(self, kv: KeyValue[LinkReport]) -> bool:
+        """Put every unstored report at once; whether all of them were stored."""
+        self.store_wanted.clear()
+        batch, self.unstored = self.unstored, {}
+        reports = list(batch.values())
+        stored = await asyncio.gather(*(self.store(kv, report) for report in reports))
+        for report, done in zip(reports, stored, strict=True):
+            if not done:
+                self.unstored.setdefault(report.target, report)  # unless a newer one came
+        return all(stored)
+
+    async def store(self, kv: KeyValue[LinkReport], report: LinkReport) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.store_timeout_s):
+                await kv.put(link_key(report.source, report.target), report)
         except (BusError, TimeoutError) as error:  # hub out of reach: events still flow locally
-            _log.debug("links.store_failed", error=repr(error))
-        finally:
-            self.storing.discard(peer)
+            _log.debug("links.store_failed", target=report.target, error=repr(error))
+            return False
+        return True
 
     async def bind(self) -> KeyValue[LinkReport]:
-        """The links bucket, created on first use (the hub may be out of reach at start)."""
-        self.kv = await self.bus.hub().key_value(
-            LINKS_BUCKET,
-            LinkReport,
-            ttl_s=6 * self.settings.report_every_s,
-            replicas=self.bus.settings.hub_replicas,
-        )
-        return self.kv
+        """The links bucket, created on first use; the hub may be slow or out of reach, so an
+        attempt has a generous budget of its own and a failed one is tried again."""
+        while True:
+            try:
+                async with asyncio.timeout(BIND_BUDGET_S):
+                    return await self.bus.hub().key_value(
+                        LINKS_BUCKET,
+                        LinkReport,
+                        ttl_s=self.settings.links_ttl_s,
+                        replicas=self.bus.settings.hub_replicas,
+                    )
+            except (BusError, TimeoutError) as error:
+                _log.warning("links.bind_failed", error=repr(error))
+            await asyncio.sleep(self.settings.probe_interval_s)
 
     async def answer(self, probe: Probe) -> ProbeReply:
         return ProbeReply(node=self.node, seq=probe.seq)
@@ -188,9 +235,10 @@ async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
     kit.endpoint(HEALTH_LINKS, monitor.link_list, node=bus.node_id)
     kit.endpoint(HEALTH_HOST, monitor.host, node=bus.node_id)
     monitor.tasks = [
-        background(monitor.follow_peers(), "follow-peers"),
-        background(monitor.probe_loop(), "probe"),
-        background(monitor.read_sources(), "sources"),
+        background(monitor.follow_peers, "follow-peers"),
+        background(monitor.probe_loop, "probe"),
+        background(monitor.read_sources, "sources"),
+        background(monitor.keep_stored, "store-links"),
     ]
     return monitor.close
 

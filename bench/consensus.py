@@ -1,0 +1,278 @@
+"""Consensus benchmark: the consensus service's commit latency, throughput and failover on lab
+meshes, against a JetStream R3 cluster and PySyncObj measured in the same run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from tests.kit.raft_sim import run_seed
+
+from bench import _jetstream_r3, _pysyncobj
+from bench._meshmind_consensus import SWEEP_WRITES, LabFigures, measure_lab
+from bench._report import Metric, Report, median
+from meshmind.bus import BusSettings, configure_logging
+
+SAMPLES = 300
+"""Sequential writes per latency repetition."""
+WRITES = 600
+"""Writes per meshmind throughput repetition."""
+PYSYNCOBJ_WRITES = 3000
+"""Writes per PySyncObj throughput repetition (it runs far faster)."""
+REPEATS = 3
+CONCURRENCIES = (1, 8, 32, 128)
+FAILOVERS = 3
+SIM_SEEDS = 60
+
+
+class Unmeasured(Metric):
+    """A metric this run could not measure: reported, not met, with the reason."""
+
+    def as_json(self) -> dict[str, Any]:
+        out = super().as_json()
+        out["value"] = None
+        out.pop("ratio", None)
+        if self.target is not None:
+            out["met"] = False
+        return out
+
+
+def sim_seeds_per_s(seeds: int) -> float:
+    """Seeds of the Raft simulator (faults, checks and all) run per second."""
+    start = time.perf_counter()
+    for seed in range(seeds):
+        run_seed(seed)
+    return seeds / (time.perf_counter() - start)
+
+
+async def lab_or_reason(work: Awaitable[LabFigures]) -> LabFigures | str:
+    """The lab's figures, or why it could not be measured."""
+    try:
+        return await work
+    except Exception as error:
+        return f"the consensus service could not be measured: {type(error).__name__}: {error}"
+
+
+def lab_metric(
+    figures: LabFigures | str,
+    name: str,
+    pick: str,
+    unit: str,
+    target: str | None,
+    baseline_name: str | None,
+    baseline: float | None,
+    note: str | None = None,
+) -> Metric:
+    """A metric from a lab's figures (the median of its repetitions of ``pick``), or an
+    unmeasured one carrying the lab's failure."""
+    if isinstance(figures, str):
+        return Unmeasured(name, 0.0, unit, target, baseline_name, baseline, note=figures)
+    value = median(getattr(figures, pick))
+    return Metric(name, value, unit, target, baseline_name, baseline, note=note)
+
+
+def lab_note(label: str, figures: LabFigures | str) -> str:
+    """What one lab measured, sample by sample."""
+    if isinstance(figures, str):
+        return f"{label}: {figures}"
+    sweep = ", ".join(f"{c}: {tp:.0f}/s" for c, tp in figures.sweep.items())
+    text = (
+        f"{label}: requests to {figures.entry_host}'s endpoint; concurrency sweep "
+        f"({SWEEP_WRITES} writes each) {sweep}, best {figures.concurrency}; "
+        f"p50 {', '.join(f'{v:.2f}' for v in figures.p50_ms)} ms; "
+        f"p99 {', '.join(f'{v:.2f}' for v in figures.p99_ms)} ms; "
+        f"throughput {', '.join(f'{v:.0f}' for v in figures.throughput)} writes/s"
+    )
+    if figures.failover_s:
+        text += f"; failover {', '.join(f'{v:.3f}' for v in figures.failover_s)} s"
+    if figures.retried:
+        text += f"; repetitions made again after a failed write: {'; '.join(figures.retried)}"
+    return text
+
+
+async def run() -> Report:
+    """Baselines first, then the simulator, then the service on 3 and 5 hosts with each
+    backend."""
+    configure_logging(BusSettings(log_level="warning"), "bench")
+    pysyncobj_logs = _pysyncobj.count_pysyncobj_logs()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        js = await _jetstream_r3.measure(run_dir / "jetstream-r3", SAMPLES, REPEATS)
+        ps = {
+            size: await _pysyncobj.measure(
+                run_dir / "pysyncobj",
+                size,
+                samples=SAMPLES,
+                writes=PYSYNCOBJ_WRITES,
+                repeats=REPEATS,
+            )
+            for size in (3, 5)
+        }
+        sim = [sim_seeds_per_s(SIM_SEEDS) for _ in range(REPEATS)]
+        lab = {"samples": SAMPLES, "writes": WRITES, "repeats": REPEATS}
+        raft3 = await lab_or_reason(
+            measure_lab(
+                run_dir / "raft-3",
+                3,
+                "raft",
+                concurrencies=CONCURRENCIES,
+                failover_repeats=FAILOVERS,
+                **lab,
+            )
+        )
+        raft5 = await lab_or_reason(
+            measure_lab(run_dir / "raft-5", 5, "raft", concurrencies=CONCURRENCIES, **lab)
+        )
+        jetstream3 = await lab_or_reason(
+            measure_lab(run_dir / "jetstream-3", 3, "jetstream", concurrencies=CONCURRENCIES, **lab)
+        )
+
+    js_p50, js_p99, js_failover = median(js.p50_ms), median(js.p99_ms), median(js.failover_s)
+    ps3_mode, ps3_tp = ps[3].best_throughput()
+    ps5_mode, ps5_tp = ps[5].best_throughput()
+    raft3_tp = None if isinstance(raft3, str) else median(raft3.throughput)
+    concurrency = {
+        name: f"; concurrency {figures.concurrency} (the sweep's best)"
+        for name, figures in (("raft3", raft3), ("raft5", raft5), ("js3", jetstream3))
+        if not isinstance(figures, str)
+    }
+    metrics = [
+        lab_metric(
+            raft3,
+            "commit_p50_ms_3_hosts",
+            "p50_ms",
+            "ms",
+            "ratio <= 2.0",
+            "jetstream_r3_publish_p50_ms",
+            js_p50,
+        ),
+        lab_metric(
+            raft3,
+            "commit_p99_ms_3_hosts",
+            "p99_ms",
+            "ms",
+            None,
+            "jetstream_r3_publish_p99_ms",
+            js_p99,
+        ),
+        lab_metric(
+            raft3,
+            "throughput_3_hosts",
+            "throughput",
+            "writes/s",
+            "ratio >= 1.0",
+            "pysyncobj_throughput_3_hosts",
+            ps3_tp,
+            note=f"PySyncObj in its {ps3_mode} mode" + concurrency.get("raft3", ""),
+        ),
+        lab_metric(
+            raft5,
+            "throughput_5_hosts",
+            "throughput",
+            "writes/s",
+            "ratio >= 1.0",
+            "pysyncobj_throughput_5_hosts",
+            ps5_tp,
+            note=f"PySyncObj in its {ps5_mode} mode" + concurrency.get("raft5", ""),
+        ),
+        lab_metric(
+            raft5,
+            "commit_p50_ms_5_hosts",
+            "p50_ms",
+            "ms",
+            None,
+            "pysyncobj_commit_p50_ms_5_hosts",
+            median(ps[5].p50_ms),
+            note="PySyncObj: set(..., sync=True) in its no-batch mode",
+        ),
+        lab_metric(
+            raft3,
+            "failover_s",
+            "failover_s",
+            "s",
+            "value <= 1.0",
+            "jetstream_r3_failover_s",
+            js_failover,
+            note="kill -9 of the leader's services (the JetStream stream leader's server); "
+            "a write every 20 ms through another host (server), each with a 1 s deadline; "
+            "seconds from the kill to the first acknowledged write",
+        ),
+        lab_metric(
+            jetstream3,
+            "jetstream_backend_commit_p50_ms_3_hosts",
+            "p50_ms",
+            "ms",
+            None,
+            "jetstream_r3_publish_p50_ms",
+            js_p50,
+            note="the jetstream backend through the service's put endpoint; the lab's hub is "
+            "one server, so its bucket has 1 replica and the hub's default sync_interval "
+            "(not the baseline's 3 replicas fsyncing every write)",
+        ),
+        lab_metric(
+            jetstream3,
+            "jetstream_backend_throughput_3_hosts",
+            "throughput",
+            "writes/s",
+            None,
+            "throughput_3_hosts",
+            raft3_tp,
+            note=concurrency.get("js3", "").removeprefix("; ") or None,
+        ),
+        Metric(
+            "sim_seeds_per_s",
+            median(sim),
+            "seeds/s",
+            note=f"seeds 0-{SIM_SEEDS - 1} of tests/kit/raft_sim.py, {REPEATS} times; one "
+            "seed is a whole simulated cluster run with crashes, partitions, membership "
+            "changes and the safety and linearizability checks",
+        ),
+    ]
+    logged = ", ".join(f"'{m}…' x{n}" for m, n in pysyncobj_logs.messages.items())
+    return Report(
+        "consensus",
+        metrics,
+        notes=[
+            f"every figure is the median of {REPEATS} repetitions ({SAMPLES} sequential "
+            f"writes per latency repetition; failover {FAILOVERS} kills for meshmind, "
+            f"{REPEATS} fresh clusters for JetStream); 16-byte values; all processes share "
+            "this machine's cores",
+            "durability: meshmind's Raft journal fsyncs every batch, so the JetStream R3 "
+            "servers run with sync_interval: always; PySyncObj's journal file is a memory "
+            "map it never syncs while running (its only durability setting)",
+            "JetStream R3: 3 clustered nats-server processes, a 3-replica file stream, nats-py "
+            "publishing acked one at a time from a client on the stream leader's server; "
+            f"p50 {', '.join(f'{v:.2f}' for v in js.p50_ms)} ms, "
+            f"p99 {', '.join(f'{v:.2f}' for v in js.p99_ms)} ms, "
+            f"failover {', '.join(f'{v:.3f}' for v in js.failover_s)} s",
+            "PySyncObj: one process per node with a ReplDict and journal file, this process "
+            "a read-only node (SyncObj(None, nodes)); latency of set(..., sync=True) in "
+            "no-batch mode, throughput of sets issued at once counted by callbacks in both "
+            "modes, the faster reported; "
+            + "; ".join(
+                f"{size} nodes p50 {', '.join(f'{v:.2f}' for v in figures.p50_ms)} ms, "
+                + ", ".join(
+                    f"{mode} {'/'.join(f'{v:.0f}' for v in samples)} writes/s"
+                    for mode, samples in figures.throughput.items()
+                )
+                for size, figures in ps.items()
+            )
+            + (f"; PySyncObj logged {logged}" if logged else "")
+            + "".join(
+                f"; repetition made again ({reason})"
+                for figures in ps.values()
+                for reason in figures.retried
+            ),
+            "meshmind: the consensus service on lab meshes (a hub, one leaf per host behind "
+            "its link emulator, no shaping: every Raft message crosses two emulated links, "
+            "leaf to hub to leaf), default timing (tick 0.1 s, election after 10-20 ticks); "
+            "latency of put requests one at a time, throughput of puts from N concurrent "
+            "requesters",
+            lab_note("raft, 3 hosts", raft3),
+            lab_note("raft, 5 hosts", raft5),
+            lab_note("jetstream backend, 3 hosts", jetstream3),
+        ],
+    )

@@ -1,0 +1,187 @@
+"""Decision benchmark: make_decision latency and success on 5 hosts with none down and with one
+down, and the completion time of a health sweep (Dijkstra-Scholten) over 10 hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.kit.decision import DecisionLab, decision_lab
+from tests.kit.waiting import eventually
+
+from bench._report import Metric, Report
+from meshmind.bus import Bus, BusError, BusSettings, Empty, configure_logging
+from meshmind.bus.protocol import (
+    CONSENSUS_STATUS,
+    CONSENSUS_TRANSFER,
+    DECISION_DECIDE,
+    DECISION_SWEEP,
+    DISCOVERY_PEERS,
+    AnomalyKind,
+    DecideRequest,
+    LinkShape,
+    PeerQuery,
+    SweepRequest,
+    TransferRequest,
+)
+from meshmind.lab import node_names
+
+CALLS = 200
+TIMEOUT_MS = 2000
+SWEEPS = 15
+BENCH_ENV = {"DECISION_OUTCOME_S": "5", "LOG_LEVEL": "warning"}
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value below which ``share`` of ``values`` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+async def decide_many(
+    lab: DecisionLab, callers: list[str], kind: AnomalyKind, subject: str, tag: str
+) -> tuple[list[float], int]:
+    """``CALLS`` make_decision calls, each a new occurrence, from the callers' own leaves in
+    turn: the latencies of those that returned a committed decision, and how many did."""
+    buses = [
+        await Bus.connect(BusSettings(node_id=n, nats_url=lab.mesh.host(n).url), name="bench")
+        for n in callers
+    ]
+    latencies: list[float] = []
+    try:
+        for i in range(CALLS):
+            bus = buses[i % len(buses)]
+            request = DecideRequest(
+                kind=kind, subject=subject, episode=f"{tag}-{i}", timeout_ms=TIMEOUT_MS
+            )
+            start = time.perf_counter()
+            try:
+                record = await bus.request(
+                    DECISION_DECIDE, request, node=bus.node_id, timeout=TIMEOUT_MS / 1000 + 1
+                )
+            except BusError:
+                continue
+            if record.seq is not None:
+                latencies.append((time.perf_counter() - start) * 1000)
+    finally:
+        for bus in buses:
+            await bus.close()
+    return latencies, len(latencies)
+
+
+async def leader_off(lab: DecisionLab, node: str) -> None:
+    """Make sure ``node`` does not lead the consensus group."""
+    status = await lab.hub.request(CONSENSUS_STATUS, Empty(), node="n1", timeout=10)
+    if status.leader == node:
+        await lab.hub.request(CONSENSUS_TRANSFER, TransferRequest(to="n1"), node=node, timeout=10)
+
+
+async def five_hosts(run_dir: Path, report: Report) -> None:
+    nodes = node_names(5)
+    async with decision_lab(run_dir, nodes, actuators="dry-run", **BENCH_ENV) as lab:
+        # No host down: n5's link is slow (150 ms each way), so the links to it are degraded
+        # in every host's view and a decision about one of them is approvable.
+        await leader_off(lab, "n5")
+        lab.mesh.host("n5").link.set_shape(LinkShape(delay_ms=150))
+        await asyncio.sleep(8)
+        await leader_off(lab, "n5")
+        latencies, ok = await decide_many(lab, nodes[:4], "link-degraded", "n1.n5", "up")
+        add_latency(report, latencies, ok, "", "no host down; n5's link 150 ms each way")
+
+        lab.mesh.host("n5").link.set_shape(LinkShape())
+        await lab.mesh.kill("n5")
+
+        async def n5_gone_everywhere() -> bool:
+            for node in nodes[:4]:
+                peers = await lab.hub.request(DISCOVERY_PEERS, PeerQuery(), node=node)
+                if "n5" in {p.node for p in peers.peers}:
+                    return False
+            return True
+
+        await eventually(n5_gone_everywhere, within=30, every=0.5)
+        latencies, ok = await decide_many(lab, nodes[:4], "host-gone", "n5", "down")
+        add_latency(report, latencies, ok, "_one_host_down", "n5 killed (leaf and services)")
+
+
+def add_latency(report: Report, latencies: list[float], ok: int, suffix: str, note: str) -> None:
+    if not suffix:
+        report.metrics += [
+            Metric(
+                "make_decision_p50_ms",
+                statistics.median(latencies) if latencies else float("inf"),
+                "ms",
+                "value <= 25",
+                note=f"{note}; {CALLS} calls",
+            ),
+            Metric(
+                "make_decision_p99_ms",
+                percentile(latencies, 0.99) if latencies else float("inf"),
+                "ms",
+                "value <= 100",
+                note=f"{note}; {CALLS} calls",
+            ),
+        ]
+        report.metrics.append(Metric("success_rate", ok / CALLS, "ratio", "value >= 0.99"))
+        return
+    report.metrics += [
+        Metric(
+            "make_decision_p50_ms_one_host_down",
+            statistics.median(latencies) if latencies else float("inf"),
+            "ms",
+            note=f"{note}; {CALLS} calls",
+        ),
+        Metric("success_rate_one_host_down", ok / CALLS, "ratio", "value >= 0.95", note=note),
+    ]
+
+
+async def ten_host_sweep(run_dir: Path, report: Report) -> None:
+    nodes = node_names(10)
+    async with decision_lab(
+        run_dir, nodes, actuators="dry-run", without=("meshmind_consensus",), **BENCH_ENV
+    ) as lab:
+        durations = []
+        for i in range(SWEEPS):
+            node = nodes[i % len(nodes)]
+            result = await lab.hub.request(
+                DECISION_SWEEP, SweepRequest(timeout_ms=20_000), node=node, timeout=25
+            )
+            if len(result.reports) == len(nodes):
+                durations.append(result.duration_s)
+        report.metrics.append(
+            Metric(
+                "sweep_completion_10_hosts_s",
+                statistics.median(durations) if durations else float("inf"),
+                "s",
+                "value <= 0.5",
+                note=f"median of {len(durations)} of {SWEEPS} sweeps that reached all 10 hosts, "
+                "as the initiator times it; hosts run discovery, health-monitor and decision",
+            )
+        )
+
+
+async def run() -> Report:
+    """Both labs, one after the other."""
+    configure_logging(BusSettings(node_id="bench", log_level="warning"), "bench")
+    report = Report("decision")
+    with tempfile.TemporaryDirectory(prefix="bench-decision-") as tmp:
+        for part, names in ((five_hosts, FIVE_HOST_METRICS), (ten_host_sweep, SWEEP_METRICS)):
+            try:
+                await part(Path(tmp) / part.__name__, report)
+            except (AssertionError, BusError, TimeoutError) as error:
+                report.metrics += [
+                    Metric(name, float("inf"), unit, target, note=f"not measured: {error!r}"[:300])
+                    for name, unit, target in names
+                ]
+    return report
+
+
+FIVE_HOST_METRICS = (
+    ("make_decision_p50_ms", "ms", "value <= 25"),
+    ("make_decision_p99_ms", "ms", "value <= 100"),
+    ("success_rate", "ratio", "value >= 0.99"),
+    ("success_rate_one_host_down", "ratio", "value >= 0.95"),
+)
+SWEEP_METRICS = (("sweep_completion_10_hosts_s", "s", "value <= 0.5"),)

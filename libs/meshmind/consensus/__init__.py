@@ -1,0 +1,59 @@
+"""Consensus: the replicated decision log and key-value store, over Raft or JetStream."""
+
+from meshmind.consensus._backend import BackendName, ConsensusBackend, NotSupported, Unavailable
+from meshmind.consensus._commands import (
+    AppendDecision,
+    BadCommand,
+    Cas,
+    Command,
+    Delete,
+    LeaseGrant,
+    LeaseRelease,
+    LeaseRenew,
+    Put,
+    Tick,
+    decode_command,
+    encode_command,
+)
+from meshmind.consensus._driver import DriverSettings, ProposalLost, RaftDriver
+from meshmind.consensus._jetstream_backend import JetStreamBackend
+from meshmind.consensus._local import LocalStore
+from meshmind.consensus._model import Decision, Lease, Result, Status, VersionedValue
+from meshmind.consensus._raft_backend import RaftBackend, RaftBackendSettings
+from meshmind.consensus._state import StoreState
+from meshmind.consensus._wire import WireError, decode_message, encode_message
+
+__all__ = [
+    "AppendDecision",
+    "BackendName",
+    "BadCommand",
+    "Cas",
+    "Command",
+    "ConsensusBackend",
+    "Decision",
+    "Delete",
+    "DriverSettings",
+    "JetStreamBackend",
+    "Lease",
+    "LeaseGrant",
+    "LeaseRelease",
+    "LeaseRenew",
+    "LocalStore",
+    "NotSupported",
+    "ProposalLost",
+    "Put",
+    "RaftBackend",
+    "RaftBackendSettings",
+    "RaftDriver",
+    "Result",
+    "Status",
+    "StoreState",
+    "Tick",
+    "Unavailable",
+    "VersionedValue",
+    "WireError",
+    "decode_command",
+    "decode_message",
+    "encode_command",
+    "encode_message",
+]

@@ -1,0 +1,148 @@
+"""Commands of the replicated store and their msgpack encoding, as they travel in the Raft log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+COMMAND_VERSION = 1
+
+
+class BadCommand(ValueError):
+    """Bytes that do not decode to a command of this version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set a key's value."""
+
+    key: str
+    value: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Set a key's value if it holds ``expected`` (None: if it does not exist), or, when
+    ``expected_revision`` is given, if its last write had that revision (0: does not exist)."""
+
+    key: str
+    value: bytes
+    at: float
+    expected: bytes | None = None
+    expected_revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove a key."""
+
+    key: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Hold ``key`` for ``holder`` until ``at + ttl``, unless someone else holds it."""
+
+    key: str
+    holder: str
+    ttl: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenew:
+    """Extend the holder's lease on ``key`` to ``at + ttl``."""
+
+    key: str
+    holder: str
+    ttl: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRelease:
+    """Give up the holder's lease on ``key`` (the key goes with it)."""
+
+    key: str
+    holder: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDecision:
+    """Append a record to the decision log, once per idempotency key."""
+
+    record: bytes
+    idempotency_key: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Let time pass: leases that ran out by ``at`` expire."""
+
+    at: float
+
+
+Command = Put | Cas | Delete | LeaseGrant | LeaseRenew | LeaseRelease | AppendDecision | Tick
+
+_OPS: dict[str, type[Command]] = {
+    "put": Put,
+    "cas": Cas,
+    "delete": Delete,
+    "lease_grant": LeaseGrant,
+    "lease_renew": LeaseRenew,
+    "lease_release": LeaseRelease,
+    "append_decision": AppendDecision,
+    "tick": Tick,
+}
+_NAMES = {kind: name for name, kind in _OPS.items()}
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "value": (bytes,),
+    "at": (int, float),
+    "expected": (bytes, type(None)),
+    "expected_revision": (int, type(None)),
+    "holder": (str,),
+    "ttl": (int, float),
+    "record": (bytes,),
+    "idempotency_key": (str,),
+}
+
+
+def encode_command(command: Command) -> bytes:
+    """The command as it goes into a log entry."""
+    fields = {name: getattr(command, name) for name in command.__slots__}
+    packed: bytes = msgpack.packb(
+        {"v": COMMAND_VERSION, "op": _NAMES[type(command)], **fields}, use_bin_type=True
+    )
+    return packed
+
+
+def decode_command(data: bytes) -> Command:
+    """A command from a log entry; :class:`BadCommand` if it is not one."""
+    try:
+        raw: Any = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+        raise BadCommand(f"not msgpack: {error}") from None
+    if not isinstance(raw, dict):
+        raise BadCommand("a command is a map")
+    if raw.pop("v", None) != COMMAND_VERSION:
+        raise BadCommand(f"unsupported command version (this store reads {COMMAND_VERSION})")
+    kind = _OPS.get(raw.pop("op", None))
+    if kind is None:
+        raise BadCommand("unknown command")
+    for name, value in raw.items():
+        allowed = _FIELD_TYPES.get(name)
+        if allowed is None or name not in kind.__slots__:
+            raise BadCommand(f"{_NAMES[kind]} has no field {name!r}")
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise BadCommand(f"{_NAMES[kind]}.{name} has the wrong type")
+    try:
+        return kind(**raw)
+    except TypeError as error:
+        raise BadCommand(f"{_NAMES[kind]}: {error}") from None

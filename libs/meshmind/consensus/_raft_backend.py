@@ -1,0 +1,298 @@
+"""The ``raft`` backend: a :class:`RaftDriver` among the hosts, its messages over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshmind.bus import Bus, BusError, Subscription, background, get_logger
+from meshmind.bus.protocol import (
+    CONSENSUS_COMMITTED,
+    DISCOVERY_PEERS,
+    RAFT_MESSAGES,
+    AppliedEntry,
+    CommittedEntries,
+    ConsensusMember,
+    ConsensusStatus,
+    MemberChange,
+    PeerQuery,
+    RaftBatch,
+)
+from meshmind.consensus._backend import BackendName, Unavailable
+from meshmind.consensus._balancer import Balancer, Transfer, candidates
+from meshmind.consensus._commands import (
+    AppendDecision,
+    BadCommand,
+    Cas,
+    Delete,
+    LeaseGrant,
+    LeaseRelease,
+    LeaseRenew,
+    Put,
+    Tick,
+    decode_command,
+    encode_command,
+)
+from meshmind.consensus._driver import DriverSettings, RaftDriver
+from meshmind.consensus._model import Result
+from meshmind.consensus._state import StoreState
+from meshmind.consensus._state_backend import Stamped, StateBackend
+from meshmind.health import read_links
+from meshmind.raft import ConfChange, ConfChangeKind, DiskStorage, Entry, EntryKind, RaftError
+
+_log = get_logger(__name__)
+
+_MEMBER_KINDS = {
+    "add-voter": ConfChangeKind.ADD_VOTER,
+    "add-learner": ConfChangeKind.ADD_LEARNER,
+    "remove": ConfChangeKind.REMOVE,
+}
+PUBLISH_EVERY_S = 0.05
+"""How often applied entries are published, batched."""
+BALANCE_READ_S = 5.0
+"""How long the balancer waits for discovery's peers and for the links bucket."""
+BALANCE_COMMIT_S = 30.0
+"""How long the balancer waits for its membership change to commit before trying afresh."""
+_OPS = {
+    Put: "put",
+    Cas: "cas",
+    Delete: "delete",
+    LeaseGrant: "lease",
+    LeaseRenew: "lease",
+    LeaseRelease: "lease",
+    AppendDecision: "decision",
+    Tick: "tick",
+}
+
+
+@dataclass(frozen=True)
+class RaftBackendSettings:
+    """The initial cluster, where the log lives, and timing."""
+
+    peers: tuple[str, ...]
+    data_dir: Path
+    tick_s: float = 0.1
+    election_ticks: int = 10
+    snapshot_every: int = 1000
+    lease_tick_s: float = 1.0
+    balance_every_s: float = 2.0
+    """How often the leader re-balances voters and learners (0: never)."""
+    member_grace_s: float = 120.0
+    """How long a member may be missing from discovery's peers before it is removed."""
+
+
+class RaftBackend(StateBackend):
+    """The consensus store replicated by Raft among the hosts' consensus services."""
+
+    name: BackendName = "raft"
+
+    def __init__(self, bus: Bus, settings: RaftBackendSettings) -> None:
+        super().__init__(StoreState())
+        self._bus = bus
+        self.settings = settings
+        self.node = bus.node_id
+        self.driver: RaftDriver | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+        self._applied: list[AppliedEntry] = []
+
+    async def start(self) -> None:
+        """Open the log, join the group, start the loop, the clock and the event feed."""
+        voters = frozenset(self.settings.peers) or frozenset({self.node})
+        if self.node not in voters:
+            raise ValueError(f"CONSENSUS_PEERS must name this host ({self.node}) on first start")
+        directory = self.settings.data_dir / self.node
+        storage = await asyncio.to_thread(DiskStorage.open, directory)
+        driver = RaftDriver(
+            self.node,
+            voters,
+            storage,
+            self.state,
+            self._send,
+            DriverSettings(
+                tick_s=self.settings.tick_s,
+                election_ticks=self.settings.election_ticks,
+                snapshot_every=self.settings.snapshot_every,
+            ),
+        )
+        driver.on_applied = self._record_applied
+        self.driver = driver
+
+        async def on_batch(batch: RaftBatch) -> None:
+            driver.receive(batch.node, batch.messages)
+
+        self._subscription = await self._bus.subscribe(RAFT_MESSAGES, on_batch, peer=self.node)
+        self._tasks = [
+            background(driver.run, "raft.loop"),
+            background(self._clock, "raft.clock"),
+            background(self._publish_applied, "raft.committed"),
+        ]
+        if self.settings.balance_every_s > 0:
+            self._tasks.append(background(self._balance, "raft.balance"))
+
+    async def stop(self) -> None:
+        """Stop the loop and close the log (durable at every step: nothing is left to flush)."""
+        if self._subscription is not None:
+            with contextlib.suppress(BusError):
+                await self._subscription.unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.driver is not None:
+            await self.driver.close()
+
+    async def _send(self, peer: str, frames: list[bytes]) -> None:
+        batch = RaftBatch(node=self.node, peer=peer, messages=frames)
+        await self._bus.publish(RAFT_MESSAGES, batch, node=self.node, peer=peer)
+
+    def _driver(self) -> RaftDriver:
+        if self.driver is None:
+            raise Unavailable("the raft backend has not started")
+        return self.driver
+
+    # ---- the leader's clock
+
+    async def _clock(self) -> None:
+        """While leading, commit the time now and then, so leases expire without writes."""
+        while True:
+            await asyncio.sleep(self.settings.lease_tick_s)
+            driver = self._driver()
+            if driver.is_leader:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        driver.propose(encode_command(Tick(time.time()))),
+                        self.settings.lease_tick_s,
+                    )
+
+    # ---- the leader's membership balancer
+
+    async def _balance(self) -> None:
+        """While leading: now and then, one membership change towards the group the live hosts
+        and their links call for, applied and committed before the next is considered."""
+        every = self.settings.balance_every_s
+        balancer: Balancer | None = None
+        while True:
+            await asyncio.sleep(every)
+            driver = self._driver()
+            if not driver.is_leader:
+                balancer = None  # a leader tracks absences from its own term on
+                continue
+            balancer = balancer or Balancer(self.node, self.settings.member_grace_s)
+            try:
+                peers = await self._bus.request(
+                    DISCOVERY_PEERS, PeerQuery(), timeout=BALANCE_READ_S, node=self.node
+                )
+                links = await asyncio.wait_for(read_links(self._bus), BALANCE_READ_S)
+            except (BusError, TimeoutError) as error:
+                _log.debug("raft.balance_skipped", reason=repr(error))
+                continue
+            if peers.stale or self.node not in {peer.node for peer in peers.peers}:
+                continue
+            now = time.time()
+            live = candidates(peers.peers, links.accepted, now)
+            action = balancer.step(now, driver.node.conf, live)
+            if isinstance(action, Transfer):
+                _log.info("raft.balance_transfer", to=action.to)
+                with contextlib.suppress(RaftError, ValueError):
+                    driver.transfer(action.to)
+            elif action is not None:
+                _log.info("raft.balance_change", change=action.kind.value, node=action.node)
+                try:
+                    await asyncio.wait_for(driver.change_members(action), BALANCE_COMMIT_S)
+                except (RaftError, ValueError, TimeoutError) as error:
+                    _log.warning("raft.balance_failed", node=action.node, error=repr(error))
+
+    # ---- applied entries as events
+
+    def _record_applied(self, entry: Entry, result: Any) -> None:
+        op = {EntryKind.CONFIG: "config", EntryKind.NOOP: "noop"}.get(entry.kind, "command")
+        key: str | None = None
+        ok = not isinstance(result, Exception)
+        revision: int | None = None
+        if entry.kind is EntryKind.NORMAL:
+            try:
+                command = decode_command(entry.data)
+            except BadCommand:
+                command = None
+            if command is not None:
+                op, key = _OPS[type(command)], getattr(command, "key", None)
+        if isinstance(result, Result):
+            ok = result.ok
+            if result.decision is not None:
+                revision = result.decision.seq
+            elif result.current is not None:
+                revision = result.current.revision
+        self._applied.append(
+            AppliedEntry(
+                index=entry.index, term=entry.term, op=op, key=key, ok=ok, revision=revision
+            )
+        )
+
+    async def _publish_applied(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            if not self._applied:
+                continue
+            entries, self._applied = self._applied[:500], self._applied[500:]
+            event = CommittedEntries(node=self.node, entries=entries)
+            try:
+                await self._bus.publish(CONSENSUS_COMMITTED, event, node=self.node)
+            except BusError as error:
+                _log.debug("raft.committed_publish_failed", error=str(error))
+
+    # ---- keys, leases and decisions: commands stamped with this leader's clock
+
+    async def _execute(self, command: Stamped) -> Result:
+        result = await self._driver().propose(encode_command(command(time.time())))
+        assert isinstance(result, Result)
+        return result
+
+    async def _catch_up(self) -> None:
+        await self._driver().read_barrier()
+
+    # ---- the group
+
+    async def status(self) -> ConsensusStatus:
+        node = self._driver().node
+        conf = node.conf
+        members = []
+        for member in sorted(conf.members):
+            progress = node.progress(member)
+            match = progress.match if progress is not None else None
+            if member == self.node and node.leader == self.node:
+                match = node.last_index
+            members.append(
+                ConsensusMember(node=member, voter=member in conf.voters, match_index=match)
+            )
+        return ConsensusStatus(
+            node=self.node,
+            backend="raft",
+            role=node.role.value,
+            term=node.term,
+            leader=node.leader,
+            commit_index=node.commit_index,
+            applied_index=node.applied_index,
+            members=members,
+            rejected=self.rejected(),
+        )
+
+    def rejected(self) -> dict[str, int]:
+        """Inbound Raft messages refused, by reason."""
+        counts = dict(self._driver().rejected)
+        if self._subscription is not None and self._subscription.dropped:
+            counts["invalid_batch"] = self._subscription.dropped
+        return counts
+
+    async def change_members(self, change: MemberChange) -> ConsensusStatus:
+        await self._driver().change_members(ConfChange(_MEMBER_KINDS[change.action], change.node))
+        return await self.status()
+
+    async def transfer(self, to: str) -> ConsensusStatus:
+        self._driver().transfer(to)
+        return await self.status()

@@ -1,0 +1,38 @@
+"""Federated learning on the mesh, without torch: trainer selection, object names, host data.
+
+What a coordinator or trainer needs before any model exists: which hosts should train
+(:func:`select_trainers`, by link quality and load), where a job's adapters and checkpoints
+live in the hub's object store, and where a host's data is (:class:`FlHostSettings`). The
+services import this at start and load :mod:`meshmind.fl` (torch) only when work arrives.
+"""
+
+from meshmind.federation._hosts import HostData, host_data
+from meshmind.federation._objects import (
+    checkpoint_object,
+    global_object,
+    job_of_checkpoint,
+    update_object,
+)
+from meshmind.federation._selection import (
+    Candidate,
+    MeasuredLink,
+    host_link_quality,
+    link_qualities,
+    select_trainers,
+)
+from meshmind.federation._settings import FlHostSettings
+
+__all__ = [
+    "Candidate",
+    "FlHostSettings",
+    "HostData",
+    "MeasuredLink",
+    "checkpoint_object",
+    "global_object",
+    "host_data",
+    "host_link_quality",
+    "job_of_checkpoint",
+    "link_qualities",
+    "select_trainers",
+    "update_object",
+]

@@ -1,0 +1,1 @@
+"""decision: the MAPE-K loop that heals the mesh with agreed, exactly-once decisions."""

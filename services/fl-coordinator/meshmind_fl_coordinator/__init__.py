@@ -1,0 +1,1 @@
+"""fl-coordinator: runs federated jobs while it holds their lease; a standby resumes them."""

@@ -1,0 +1,19 @@
+"""fl-trainer's settings, from environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from meshmind.federation import FlHostSettings
+
+
+class TrainerSettings(FlHostSettings):
+    """The host's data (``FL_DATA_DIR``, ``FL_NODE_INDEX``, ``FL_NODES``) and a test switch."""
+
+    fault: Literal["none", "nan", "scale"] = Field(
+        default="none",
+        alias="FL_TRAINER_FAULT",
+        description="For tests only: send NaN or hugely scaled updates, as a faulty host would.",
+    )

@@ -1,0 +1,137 @@
+"""A lab whose hosts train federated jobs, and a client that starts jobs and follows them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from meshmind.bus import Bus, BusError, BusSettings, ServiceError
+from meshmind.bus.protocol import (
+    FL_COORDINATOR_SERVICE,
+    FL_START,
+    FL_STATUS,
+    FL_TRAINER_SERVICE,
+    FlJobQuery,
+    FlJobSpec,
+    FlJobStatus,
+)
+from meshmind.lab import LocalMesh, ServiceCommand, host_services
+from tests.kit.waiting import eventually, request_when_served
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+SOURCES = [SERVICES / name for name in ("consensus", "fl-trainer", "fl-coordinator")]
+"""Service source trees the lab's processes import, even before a reinstall."""
+LAB_MODULES = (
+    "meshmind_discovery",
+    "meshmind_health_monitor",
+    "meshmind_consensus",
+    "meshmind_fl_trainer",
+    "meshmind_fl_coordinator",
+)
+TRAINER = "meshmind_fl_trainer"
+
+
+def fl_env(**extra: str) -> dict[str, str]:
+    """The environment of the lab's services: sources importable, quick lease hand-over."""
+    path = os.pathsep.join([*map(str, SOURCES), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {"PYTHONPATH": path, "LOG_LEVEL": "info", "FL_LEASE_TTL_S": "4", **extra}
+
+
+def faulty_trainer(faults: dict[str, str]) -> ServiceCommand:
+    """The trainer, started with ``FL_TRAINER_FAULT`` set on the hosts ``faults`` names."""
+    cases = " ".join(f"{node}) export FL_TRAINER_FAULT={fault};;" for node, fault in faults.items())
+    script = f'case "$NODE_ID" in {cases} *) ;; esac; exec "{sys.executable}" -m {TRAINER}'
+    return ServiceCommand(TRAINER, ["/bin/sh", "-c", script], {})
+
+
+@contextlib.asynccontextmanager
+async def fl_lab(
+    run_dir: Path, nodes: Sequence[str], *, faults: dict[str, str] | None = None, **env: str
+) -> AsyncIterator[tuple[LocalMesh, Bus]]:
+    """A started mesh running discovery, health, consensus and both FL services on every
+    host, and an operator's bus on its hub; returns once every trainer and coordinator runs."""
+    services = []
+    for command in host_services(nodes, run_dir):
+        if command.name not in LAB_MODULES:
+            continue
+        if command.name == TRAINER and faults:
+            command = ServiceCommand(TRAINER, faulty_trainer(faults).argv, command.env)
+        services.append(command)
+    mesh = LocalMesh(run_dir, nodes, services=services, service_env=fl_env(**env))
+    try:
+        await mesh.start(timeout=60)
+        bus = await Bus.connect(BusSettings(node_id="observer", nats_url=mesh.hub_url), name="t")
+        try:
+            await wait_for_services(bus, len(nodes))
+            yield mesh, bus
+        finally:
+            await bus.close()
+    finally:
+        await mesh.stop()
+
+
+async def wait_for_services(bus: Bus, count: int, *, within: float = 300.0) -> None:
+    """Until ``count`` trainers and coordinators answer ``$SRV.PING``."""
+
+    async def all_up() -> bool:
+        replies = await bus.gather_raw("$SRV.PING", wait=0.5)
+        text = [reply.data.decode(errors="replace") for reply in replies]
+        trainers = sum(f'"{FL_TRAINER_SERVICE}"' in t for t in text)
+        coordinators = sum(f'"{FL_COORDINATOR_SERVICE}"' in t for t in text)
+        return trainers >= count and coordinators >= count
+
+    await eventually(all_up, within=within, every=1.0)
+
+
+async def start_job(bus: Bus, node: str, spec: FlJobSpec, *, within: float = 120.0) -> FlJobStatus:
+    """Start ``spec`` on ``node``'s coordinator, retrying while consensus has no leader yet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            return await request_when_served(
+                bus, FL_START, spec, within=within, timeout=300.0, node=node
+            )
+        except ServiceError as error:
+            if error.code != 503 or loop.time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def job_status(bus: Bus, job_id: str, node: str) -> FlJobStatus:
+    """The job's last checkpoint, as ``node``'s coordinator reads it."""
+    answer = await request_when_served(
+        bus, FL_STATUS, FlJobQuery(job_id=job_id), within=30.0, timeout=10.0, node=node
+    )
+    return answer.jobs[0]
+
+
+async def wait_for_rounds(
+    bus: Bus, job_id: str, rounds: int, nodes: Sequence[str], *, within: float = 300.0
+) -> FlJobStatus:
+    """The job once its checkpoint has ``rounds`` rounds (or it ended), asking any host."""
+    found: list[FlJobStatus] = []
+
+    async def reached() -> bool:
+        for node in nodes:
+            try:
+                status = await job_status(bus, job_id, node)
+            except BusError:
+                continue
+            found[:] = [status]
+            return len(status.history) >= rounds or status.state != "running"
+        return False
+
+    await eventually(reached, within=within, every=0.5)
+    return found[0]
+
+
+async def wait_until_done(
+    bus: Bus, job_id: str, nodes: Sequence[str], *, within: float = 300.0
+) -> FlJobStatus:
+    """The job once its checkpoint says it ended."""
+    return await wait_for_rounds(bus, job_id, 10**9, nodes, within=within)

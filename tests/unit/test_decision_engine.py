@@ -1,0 +1,175 @@
+"""The decision loop with its ports in memory: every host proposing the same anomaly at once
+commits one decision, executed once; a host alone in its view gets nothing agreed; outcomes
+reach the knowledge base and change the next plan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from meshmind.bus import ServiceError
+from meshmind.bus.protocol import (
+    Decision,
+    DecisionAck,
+    DecisionEvent,
+    DecisionList,
+    DecisionRecord,
+    KvCas,
+    KvEntryInfo,
+    KvWrite,
+    VoteReply,
+    VoteRequest,
+)
+from meshmind.decision import DecisionEngine, EngineSettings, NotAgreed
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+FAST = EngineSettings(retry_s=0.01, settle_s=0.0, stagger_s=0.0, outcome_s=0.2)
+
+
+@dataclass
+class Store:
+    """A linearizable store and an idempotent log, as the consensus service keeps them."""
+
+    kv: dict[str, tuple[str, int]] = field(default_factory=dict)
+    log: list[Decision] = field(default_factory=list)
+    revision: int = 0
+
+    def get(self, key: str) -> KvEntryInfo:
+        value, revision = self.kv.get(key, (None, 0))
+        return KvEntryInfo(key=key, value=value, revision=revision)
+
+    def write(self, key: str, value: str) -> KvWrite:
+        self.revision += 1
+        self.kv[key] = (value, self.revision)
+        return KvWrite(key=key, ok=True, revision=self.revision, value=value)
+
+
+@dataclass
+class Ports:
+    node: str
+    store: Store
+    engines: dict[str, DecisionEngine]
+    acted: list[DecisionRecord]
+    events: list[DecisionEvent]
+
+    async def vote(self, peer: str, request: VoteRequest, timeout_s: float) -> VoteReply:
+        await asyncio.sleep(0)
+        if peer not in self.engines:
+            raise ServiceError(503, f"{peer} is down")
+        return await self.engines[peer].vote(request)
+
+    async def get(self, key: str) -> KvEntryInfo:
+        await asyncio.sleep(0)
+        return self.store.get(key)
+
+    async def cas(self, request: KvCas) -> KvWrite:
+        await asyncio.sleep(0)
+        current = self.store.get(request.key)
+        if request.expected_revision is not None:
+            matches = current.revision == request.expected_revision
+        else:
+            matches = current.value == request.expected
+        if not matches:
+            return KvWrite(
+                key=request.key, ok=False, revision=current.revision, value=current.value
+            )
+        return self.store.write(request.key, request.value)
+
+    async def put(self, key: str, value: str) -> KvWrite:
+        return self.store.write(key, value)
+
+    async def append(self, record: str, idempotency_key: str) -> DecisionAck:
+        for entry in self.store.log:
+            if entry.idempotency_key == idempotency_key:
+                return DecisionAck(seq=entry.seq, duplicate=True)
+        seq = len(self.store.log) + 1
+        self.store.log.append(
+            Decision(seq=seq, record=record, idempotency_key=idempotency_key, at=0)
+        )
+        return DecisionAck(seq=seq, duplicate=False)
+
+    async def log(self, after: int, limit: int) -> DecisionList:
+        page = [d for d in self.store.log if d.seq > after][:limit]
+        return DecisionList(decisions=page, last_seq=len(self.store.log))
+
+    async def publish(self, event: DecisionEvent) -> None:
+        self.events.append(event)
+
+    async def act(self, record: DecisionRecord) -> str:
+        self.acted.append(record)
+        self.engines[record.executor].situation.peer_joined(record.target, 2000.0)
+        return f"restarted {record.target}"
+
+
+def mesh(nodes: list[str]) -> tuple[dict[str, DecisionEngine], Store, list[DecisionRecord]]:
+    store = Store()
+    engines: dict[str, DecisionEngine] = {}
+    acted: list[DecisionRecord] = []
+    events: list[DecisionEvent] = []
+    for node in nodes:
+        engine = DecisionEngine(node, Ports(node, store, engines, acted, events), FAST)
+        engine.consensus_view(set(NODES), set(NODES), "n1")
+        engine.peers_listed(dict.fromkeys(NODES, 1000.0))
+        engines[node] = engine
+    return engines, store, acted
+
+
+async def test_every_host_proposing_the_same_departure_at_once_commits_it_once() -> None:
+    engines, store, acted = mesh(NODES)
+    del engines["n3"]  # n3's services died
+    gone = [e.situation.peer_left("n3", 1000.0, at=5.0) for e in engines.values()]
+    assert len({a.key for a in gone}) == 1
+
+    records = await asyncio.gather(
+        *(
+            engine.decide(anomaly, 5.0)
+            for engine, anomaly in zip(engines.values(), gone, strict=True)
+        )
+    )
+
+    assert len({r.model_dump_json(exclude={"seq"}) for r in records}) == 1
+    await asyncio.sleep(0.5)  # the executor acts and watches the outcome
+    assert [d.idempotency_key for d in store.log] == [gone[0].key, f"outcome/{gone[0].key}"]
+    assert [(r.action, r.target) for r in acted] == [("restart-services", "n3")]
+    knowledge = json.loads(store.get("decision/knowledge").value or "{}")
+    assert knowledge == {"host-gone": {"restart-services": [1, 1]}}
+    assert DecisionRecord.model_validate_json(store.log[-1].record).outcome == "cleared"
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_a_host_alone_in_its_view_gets_nothing_agreed() -> None:
+    engines, store, acted = mesh(NODES)
+    lonely = engines["n3"]
+    for node in ("n1", "n2", "n4", "n5"):  # n3's link is cut: everyone seems gone to it
+        lonely.situation.peer_left(node, 1000.0, at=5.0)
+    for node in ("n1", "n2", "n4", "n5"):
+        engines[node].situation.peer_left("n3", 1000.0, at=5.0)
+    anomaly = lonely.situation.peer_left("n1", 1000.0, at=5.0)
+
+    with pytest.raises(NotAgreed) as refused:
+        await lonely.decide(anomaly, 1.0)
+
+    assert refused.value.description.startswith("1 of 3 approvals needed")
+    assert "n2: host-gone/n1/1000.000000 does not hold in n2's view" in refused.value.description
+    assert store.log == []
+    assert acted == []
+
+
+async def test_knowledge_of_a_failing_action_changes_the_next_plan() -> None:
+    engines, store, _ = mesh(NODES)
+    store.write("decision/knowledge", json.dumps({"host-gone": {"restart-services": [4, 0]}}))
+    del engines["n3"]
+    gone = engines["n1"].situation.peer_left("n3", 1000.0, at=5.0)
+    for node in ("n2", "n4", "n5"):
+        engines[node].situation.peer_left("n3", 1000.0, at=5.0)
+
+    record = await engines["n1"].decide(gone, 5.0)
+
+    assert record.action == "wait"
+    assert record.ranking == ["wait", "restart-services"]
+    for engine in engines.values():
+        await engine.close()
