@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pysyncobj import (  # type: ignore[import-untyped]
+from pysyncobj import (
     FAIL_REASON,
     SyncObj,
     SyncObjConf,
     SyncObjException,
 )
-from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+from pysyncobj.batteries import ReplDict
 
 from bench._report import percentile
 from meshmind.lab import ManagedProcess, free_ports

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
-from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.batteries import ReplDict
 
 
 def main() -> None:

@@ -116,6 +116,29 @@ async def test_a_lost_watch_is_re_established_with_what_changed_meanwhile(
         assert (change.key, change.value) == ("d", NodeRef(node="n4"))
 
 
+async def test_a_watch_is_replaying_until_its_snapshot_is_taken_in_and_again_once_lost(
+    connect: Connect, hub: Bus
+) -> None:
+    """What heard meanwhile says only that the hub answers: a reader of the watch (discovery's
+    local expiry) must not take the view for current before the snapshot is reconciled."""
+    bucket = await _bucket(await connect("n1"), "test-replaying")
+    await bucket.put("a", NodeRef(node="n1"))
+    async with bucket.follow(heartbeat_s=0.2) as watch:
+        items = aiter(watch)
+        assert watch.replaying
+        assert isinstance(await _next(items), KvSnapshot)
+        assert watch.replaying  # handed out, not yet taken in
+        following = asyncio.create_task(_next(items, within=20))
+        await eventually(lambda: not watch.replaying, within=5)
+
+        await delete_consumers(hub, "KV_test-replaying")
+
+        again = await following
+        assert isinstance(again, KvSnapshot)
+        assert watch.replaying
+        assert watch.restarts == 1
+
+
 async def test_reads_and_watch_restarts_leave_only_the_live_watchers_consumers(
     connect: Connect, hub: Bus
 ) -> None:

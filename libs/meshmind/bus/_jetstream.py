@@ -298,6 +298,9 @@ class KvWatch(Generic[M]):
         self._heartbeat_s = heartbeat_s
         self._reader: ConsumerReader | None = None
         self.restarts = 0
+        self.replaying = True
+        """Whether the watch is (re)reading the bucket and its snapshot is not yet taken in:
+        what it heard meanwhile says the hub answers, not that the view is current."""
         self._heard_at = time.monotonic()
 
     def silent_s(self) -> float:
@@ -334,14 +337,17 @@ class KvWatch(Generic[M]):
             self.silent_s()  # keep what the previous consumer heard
             reader = self._reader = self._kv._reader(self._heartbeat_s)
             try:
+                self.replaying = True
                 await reader.open()
                 yield await self._kv._snapshot(reader, headers_only=False)
+                self.replaying = False
                 failures = 0
                 while True:
                     entry = self._kv._message_entry(await reader.next())
                     if entry is not None:
                         yield entry
             except BusError as error:
+                self.replaying = True  # what follows the loss is unknown until the next snapshot
                 failures += 1
                 self.restarts += 1
                 _log.warning("kv.watch_lost", bucket=self._kv.bucket, error=str(error))

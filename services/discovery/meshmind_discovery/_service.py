@@ -233,8 +233,9 @@ class Discovery:
         only while the watch is heard from, so silence is theirs, not ours."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_S)
-            silent_s = self.watch.silent_s() if self.watch is not None else WATCH_LIVE_S
-            if silent_s < WATCH_LIVE_S:
+            watch = self.watch
+            silent_s = watch.silent_s() if watch is not None else WATCH_LIVE_S
+            if watch is not None and not watch.replaying and silent_s < WATCH_LIVE_S:
                 now = self.now()
                 self.view.confirm(now - silent_s)  # the view is as current as the last word
                 await self.announce(self.view.expire(now))
