@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from meshmind.bus import (
@@ -173,6 +173,13 @@ def link_set(
     _show_link(_lab_call(run_dir.resolve(), LAB_LINK_SET, request), json_out)
 
 
+class OneWay(enum.StrEnum):
+    """The direction a one-way cut drops."""
+
+    up = "up"
+    down = "down"
+
+
 @link_app.command("cut")
 def link_cut(
     host: Annotated[str, typer.Argument(help="The host to partition from the hub.")],
@@ -185,10 +192,9 @@ def link_cut(
         ),
     ] = False,
     one_way: Annotated[
-        str | None,
+        OneWay | None,
         typer.Option(
             "--one-way",
-            click_type=click.Choice(["up", "down"]),
             help="Drop one direction only: up (host -> hub) or down (hub -> host).",
         ),
     ] = None,
@@ -201,9 +207,7 @@ def link_cut(
     once. `meshctl link restore` ends every kind of cut."""
     if silent and one_way:
         raise _fail("--silent and --one-way exclude each other")
-    mode: CutMode = (
-        "silent" if silent else "up" if one_way == "up" else "down" if one_way else "loud"
-    )
+    mode: CutMode = "silent" if silent else one_way.value if one_way else "loud"
     try:
         request = LinkCut(node=host, mode=mode)
     except ValueError as error:
