@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +61,13 @@ def command_name() -> str:
     while context is not None and context.parent is not None:
         names.append(context.info_name or "")
         context = context.parent
+    if not names:  # a typer that runs its own copy of click: the words the command began with
+        names = list(reversed(list(itertools.takewhile(_is_word, sys.argv[1:3]))))
     return " ".join(["meshctl", *reversed(names)])
+
+
+def _is_word(arg: str) -> bool:
+    return not arg.startswith("-")
 
 
 def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0) -> T:
