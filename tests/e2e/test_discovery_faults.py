@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from meshmind.bus import Bus, BusSettings
+from meshmind.bus import Bus
 from meshmind.bus.protocol import (
     DISCOVERY_PEERS,
-    PEER_CHANGES,
     PEERS_BUCKET,
     HostLoad,
     LinkShape,
@@ -25,7 +24,7 @@ from meshmind.bus.protocol import (
 )
 from meshmind.lab import LocalMesh, ManagedProcess, ServiceCommand, node_names
 from tests.kit.hub_consumers import delete_consumers
-from tests.kit.membership import sees_everyone
+from tests.kit.labs import converged, observed_lab
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually, request_when_served
 
@@ -36,27 +35,9 @@ TTL_S = 3.0
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[LocalMesh]:
-    mesh = LocalMesh(tmp_path / "lab", NODES, services=[DISCOVERY])
-    try:
-        await mesh.start(timeout=60, services=False)
-        yield mesh
-    finally:
-        await mesh.stop()
-
-
-@pytest.fixture
-async def hub(lab: LocalMesh) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(BusSettings(node_id="observer", nats_url=lab.hub_url), name="test")
-    yield bus
-    await bus.close()
-
-
-async def converged(lab: LocalMesh, hub: Bus) -> Recorder[PeerChange]:
-    changes = await Recorder.start(hub, PEER_CHANGES)
-    await lab.start_services()
-    await eventually(lambda: sees_everyone(changes, NODES), within=60)
-    return changes
+async def observed(tmp_path: Path) -> AsyncIterator[tuple[LocalMesh, Bus]]:
+    async with observed_lab(tmp_path / "lab", NODES, name="test", services=[DISCOVERY]) as pair:
+        yield pair
 
 
 def kinds(changes: Recorder[PeerChange], since: float, kind: str) -> list[str]:

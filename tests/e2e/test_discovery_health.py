@@ -23,7 +23,8 @@ from meshmind.bus.protocol import (
     PeerChange,
     PeerQuery,
 )
-from meshmind.lab import LocalMesh, host_services, node_names
+from meshmind.lab import LocalMesh, node_names
+from tests.kit.labs import converged, observed_lab
 from tests.kit.membership import convergence_lag_s, sees_everyone
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually, request_when_served
@@ -34,33 +35,22 @@ TTL_S = 3.0
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[LocalMesh]:
-    mesh = LocalMesh(
-        tmp_path / "lab",
-        NODES,
-        services=host_services(),
-        service_env={"PROBE_INTERVAL_S": str(PROBE_INTERVAL_S), "LOG_LEVEL": "info"},
-    )
-    try:
-        await mesh.start(services=False)
-        yield mesh
-    finally:
-        await mesh.stop()
+async def observed(tmp_path: Path) -> AsyncIterator[tuple[LocalMesh, Bus]]:
+    env = {"PROBE_INTERVAL_S": str(PROBE_INTERVAL_S), "LOG_LEVEL": "info"}
+    async with observed_lab(tmp_path / "lab", NODES, name="test", service_env=env) as pair:
+        yield pair
 
 
-@pytest.fixture
-async def hub(lab: LocalMesh) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(BusSettings(node_id="observer", nats_url=lab.hub_url), name="test")
-    yield bus
-    await bus.close()
-
-
-async def converged(lab: LocalMesh, hub: Bus) -> Recorder[PeerChange]:
-    """Start every host's services and wait until each host sees all five."""
-    changes = await Recorder.start(hub, PEER_CHANGES)
-    await lab.start_services()
-    await eventually(lambda: sees_everyone(changes, NODES), within=60)
-    return changes
+async def all_links_good(
+    lab: LocalMesh, hub: Bus
+) -> tuple[Recorder[PeerChange], Recorder[LinkChange]]:
+    """Start every host's services and wait until every host sees all five and has reported
+    each of its links good. Link changes are recorded from before the first probe: a change is
+    published once, so a recorder started later could miss the only one."""
+    links = await Recorder.start(hub, LINK_CHANGES)
+    changes = await converged(lab, hub)
+    await eventually(lambda: _all_links_good(links), within=30)
+    return changes, links
 
 
 async def test_every_host_sees_every_other_within_a_second(lab: LocalMesh, hub: Bus) -> None:
@@ -106,9 +96,7 @@ async def link_states(links: Recorder[LinkChange], since: float, node: str) -> d
 async def test_degraded_link_is_seen_within_three_probe_intervals_and_recovers(
     lab: LocalMesh, hub: Bus
 ) -> None:
-    await converged(lab, hub)
-    links = await Recorder.start(hub, LINK_CHANGES)
-    await eventually(lambda: _all_links_good(links), within=30)
+    _, links = await all_links_good(lab, hub)
 
     degraded_at = time.monotonic()
     lab.host("n5").link.set_shape(LinkShape(delay_ms=150, stall_pct=5))
@@ -141,9 +129,7 @@ def _all_links_good(links: Recorder[LinkChange]) -> bool:
 
 
 async def test_cut_drives_the_hosts_links_down_on_both_sides(lab: LocalMesh, hub: Bus) -> None:
-    changes = await converged(lab, hub)
-    links = await Recorder.start(hub, LINK_CHANGES)
-    await eventually(lambda: _all_links_good(links), within=30)
+    changes, links = await all_links_good(lab, hub)
 
     cut_at = time.monotonic()
     await lab.host("n4").link.cut()
@@ -191,9 +177,7 @@ async def test_cut_drives_the_hosts_links_down_on_both_sides(lab: LocalMesh, hub
 
 
 async def test_jitter_alone_does_not_make_links_flap(lab: LocalMesh, hub: Bus) -> None:
-    await converged(lab, hub)
-    links = await Recorder.start(hub, LINK_CHANGES)
-    await eventually(lambda: _all_links_good(links), within=30)
+    _, links = await all_links_good(lab, hub)
 
     jitter_at = time.monotonic()
     lab.host("n3").link.set_shape(LinkShape(jitter_ms=40))

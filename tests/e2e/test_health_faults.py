@@ -24,7 +24,8 @@ from meshmind.bus.protocol import (
     ProbeReply,
 )
 from meshmind.health import link_key, read_links
-from meshmind.lab import LocalMesh, host_services, node_names
+from meshmind.lab import LocalMesh, node_names
+from tests.kit.labs import observed_lab
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually, request_when_served
 
@@ -35,30 +36,15 @@ PENDING_BYTES = 512
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[LocalMesh]:
-    mesh = LocalMesh(
-        tmp_path / "lab",
-        NODES,
-        services=host_services(),
-        service_env={
-            "PROBE_INTERVAL_S": str(PROBE_INTERVAL_S),
-            "LINK_REPORT_EVERY_S": "2",
-            "NATS_PENDING_BYTES": str(PENDING_BYTES),
-            "LOG_LEVEL": "info",
-        },
-    )
-    try:
-        await mesh.start(services=False)
-        yield mesh
-    finally:
-        await mesh.stop()
-
-
-@pytest.fixture
-async def hub(lab: LocalMesh) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(BusSettings(node_id="observer", nats_url=lab.hub_url), name="test")
-    yield bus
-    await bus.close()
+async def observed(tmp_path: Path) -> AsyncIterator[tuple[LocalMesh, Bus]]:
+    env = {
+        "PROBE_INTERVAL_S": str(PROBE_INTERVAL_S),
+        "LINK_REPORT_EVERY_S": "2",
+        "NATS_PENDING_BYTES": str(PENDING_BYTES),
+        "LOG_LEVEL": "info",
+    }
+    async with observed_lab(tmp_path / "lab", NODES, name="test", service_env=env) as pair:
+        yield pair
 
 
 async def stored_links(hub: Bus) -> dict[str, LinkReport]:

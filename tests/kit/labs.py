@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from meshmind.bus import Bus, BusSettings
+from meshmind.bus.protocol import PEER_CHANGES, PeerChange
 from meshmind.lab import LocalMesh, ServiceCommand, host_services
+from tests.kit.membership import sees_everyone
+from tests.kit.recorder import Recorder
+from tests.kit.waiting import eventually
 
 
 @contextlib.asynccontextmanager
@@ -32,3 +36,12 @@ async def observed_lab(
             await hub.close()
     finally:
         await mesh.stop()
+
+
+async def converged(lab: LocalMesh, hub: Bus) -> Recorder[PeerChange]:
+    """Start every host's services and wait until each host has announced every host joined;
+    the recorder of peer changes, started before the services."""
+    changes = await Recorder.start(hub, PEER_CHANGES)
+    await lab.start_services()
+    await eventually(lambda: sees_everyone(changes, lab.nodes), within=60)
+    return changes

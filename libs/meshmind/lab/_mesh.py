@@ -22,7 +22,14 @@ from meshmind.lab._nats_config import (
 )
 from meshmind.lab._ports import free_ports
 from meshmind.lab._process import ManagedProcess
-from meshmind.lab._servers import ServerHandle, ServerRunner, http_json, pick_runner, wait_healthy
+from meshmind.lab._servers import (
+    ServerExited,
+    ServerHandle,
+    ServerRunner,
+    http_json,
+    pick_runner,
+    wait_healthy,
+)
 from meshmind.lab._state import RUN_MARKER
 from meshmind.security import MeshCredentials, generate_credentials
 
@@ -36,6 +43,9 @@ SERVICE_STOP_S = 10.0
 ``DRAIN_TIMEOUT_S`` is 10 s by default)."""
 SERVER_STOP_S = 5.0
 """How long a nats-server may take to exit after SIGTERM (it needs far less)."""
+START_ATTEMPTS = 3
+"""How many times a server is started on newly chosen ports when one was taken between
+choosing it and binding it."""
 
 
 @dataclass(frozen=True)
@@ -170,20 +180,29 @@ class LocalMesh:
                 self.credentials.hub_authorization.relative_to(self.run_dir),
             )
         hub_conf = self.run_dir / "hub.conf"
-        hub_conf.write_text(
-            hub_config(
-                self.hub_ports,
-                self.hub_leafnode_port,
-                self.run_dir / "hub" / "jetstream",
-                hub_security,
+        for attempt in range(1, START_ATTEMPTS + 1):
+            hub_conf.write_text(
+                hub_config(
+                    self.hub_ports,
+                    self.hub_leafnode_port,
+                    self.run_dir / "hub" / "jetstream",
+                    hub_security,
+                )
             )
-        )
-        self.hub = self.runner.server("hub", hub_conf, self.run_dir / "hub.log", self._marker)
-        await self.hub.start()
-        await wait_healthy(self.hub_monitor_url, timeout)
-        for node in self.nodes:
-            self.hosts[node] = await self._create_host(node)
-        await asyncio.gather(*(self._start_leaf(h, timeout) for h in self.hosts.values()))
+            hub_log = self.run_dir / "hub.log"
+            self.hub = self.runner.server("hub", hub_conf, hub_log, self._marker)
+            await self.hub.start()
+            try:
+                await wait_healthy(self.hub_monitor_url, timeout, server=self.hub, log_path=hub_log)
+                break
+            except ServerExited as exited:
+                if not exited.port_taken or attempt == START_ATTEMPTS:
+                    raise
+                _log.warning("lab.port_taken", server="hub", attempt=attempt)
+                client, monitor, leafnode = free_ports(3)
+                self.hub_ports = ServerPorts(client, monitor)
+                self.hub_leafnode_port = leafnode
+        await asyncio.gather(*(self._add_host(node, timeout) for node in self.nodes))
         await self.wait_joined(self.nodes, timeout)
         if services:
             await self.start_services()
@@ -300,9 +319,24 @@ class LocalMesh:
         server = self.runner.server(node, conf, self.run_dir / node / "leaf.log", self._marker)
         return Host(node, ports, link, server)
 
+    async def _add_host(self, node: str, timeout: float) -> None:
+        """Create and start a host's link and leaf; a port taken between choosing it and the
+        leaf binding it is chosen again."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            host = self.hosts[node] = await self._create_host(node)
+            try:
+                await self._start_leaf(host, timeout)
+                return
+            except ServerExited as exited:
+                if not exited.port_taken or attempt == START_ATTEMPTS:
+                    raise
+                _log.warning("lab.port_taken", server=node, attempt=attempt)
+                await host.link.stop()
+
     async def _start_leaf(self, host: Host, timeout: float) -> None:
         await host.server.start()
-        await wait_healthy(host.monitor_url, timeout)
+        log_path = self.run_dir / host.node / "leaf.log"
+        await wait_healthy(host.monitor_url, timeout, server=host.server, log_path=log_path)
 
     async def _start_services(self, host: Host) -> None:
         env = {**self.service_env, **self._marker, "NODE_ID": host.node, "NATS_URL": host.url}

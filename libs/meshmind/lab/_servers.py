@@ -172,8 +172,41 @@ async def http_json(url: str, timeout: float = 1.0) -> Any:
     return await asyncio.to_thread(fetch)
 
 
-async def wait_healthy(monitor_url: str, timeout: float = 20.0) -> None:
-    """Wait until a server's ``/healthz`` (JetStream included) answers ok."""
+class ServerExited(RuntimeError):
+    """A server exited before it answered healthy; the message ends with its log's tail."""
+
+    def __init__(self, log_path: Path, tail: str) -> None:
+        super().__init__(f"nats-server exited before it was healthy ({log_path}):\n{tail}")
+        self.log_path = log_path
+        self.tail = tail
+
+    @property
+    def port_taken(self) -> bool:
+        """Whether it exited because a port it was given was taken meanwhile."""
+        return "address already in use" in self.tail.lower()
+
+
+def log_tail(log_path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file, or a note that there is none."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {log_path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+async def wait_healthy(
+    monitor_url: str,
+    timeout: float = 20.0,
+    *,
+    server: ServerHandle | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Wait until a server's ``/healthz`` (JetStream included) answers ok.
+
+    Given its ``server``, a server that exits stops the wait at once: :class:`ServerExited`,
+    with the tail of ``log_path``.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: object = None
@@ -182,5 +215,8 @@ async def wait_healthy(monitor_url: str, timeout: float = 20.0) -> None:
             last = await http_json(f"{monitor_url}/healthz")
             if isinstance(last, dict) and last.get("status") == "ok":
                 return
+        if server is not None and not server.running:
+            where = log_path if log_path is not None else Path("(unknown log)")
+            raise ServerExited(where, log_tail(where))
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{monitor_url} not healthy after {timeout:g}s (last: {last})")
