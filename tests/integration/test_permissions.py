@@ -23,13 +23,19 @@ from meshmind.bus import (
     encode,
 )
 from meshmind.bus.protocol import (
+    CONSENSUS_BUCKET,
+    CONSENSUS_STREAM,
     DISCOVERY_PEERS,
+    FL_OBJECTS,
+    FL_STORE,
     HEALTH_PROBE,
     LINK_CHANGES,
     LINKS_BUCKET,
     PEERS_BUCKET,
     SERVICE_BEATS,
+    DecisionProposal,
     HostLoad,
+    KvCas,
     LinkChange,
     LinkReport,
     PeerInfo,
@@ -38,6 +44,7 @@ from meshmind.bus.protocol import (
     ProbeReply,
     ServiceBeat,
 )
+from meshmind.consensus import JetStreamBackend
 from meshmind.lab import LocalMesh, ServerPorts, free_ports, host_services, leaf_config
 from meshmind.lab._servers import LocalRunner, wait_healthy
 from meshmind.security import new_ca
@@ -118,6 +125,10 @@ async def test_a_host_cannot_publish_another_hosts_link_reports_or_beats(
     assert [m.link.source for _, m in seen_at_hub.events] == ["n2"]
     assert [m.link.source for _, m in seen_at_n1.events] == ["n2"]
     assert beats_at_hub.events == []
+    assert dict(n2.denied) == {  # each refusal reached the publisher, and nothing else did
+        LINK_CHANGES.render(node="n1"): 1,
+        SERVICE_BEATS.render(node="n1"): 1,
+    }
 
 
 async def test_a_host_cannot_write_or_purge_another_hosts_keys(buses: dict[str, Bus]) -> None:
@@ -131,6 +142,7 @@ async def test_a_host_cannot_write_or_purge_another_hosts_keys(buses: dict[str, 
         await as_n2.put("n1", _peer("n2"))
     with pytest.raises(BusError):
         await as_n2.delete("n1")
+    assert dict(n2.denied) == {"$JS.hub.API.$KV.mesh-peers.n1".lower(): 2}
     with pytest.raises(BusError):
         await n2.request_raw("$JS.hub.API.STREAM.PURGE.KV_mesh-peers", b"{}", timeout=1)
     links = await n2.hub().key_value(LINKS_BUCKET, LinkReport, ttl_s=30)
@@ -156,6 +168,7 @@ async def test_a_host_receives_neither_another_hosts_requests_nor_its_beats(
 
     await n2.subscribe_raw(SERVICE_BEATS.render(node="n1"), steal)
     await n2.subscribe_raw(HEALTH_PROBE.render(node="n1"), steal)  # n2 poses as n1's monitor
+    await n2.subscribe_raw("_INBOX.n1.>", steal)  # n2 listens for the replies to n1
     await n2.flush()
     await asyncio.sleep(QUIET_S)
 
@@ -166,6 +179,26 @@ async def test_a_host_receives_neither_another_hosts_requests_nor_its_beats(
     await asyncio.sleep(QUIET_S)
     assert stolen == []
     assert n1.is_connected
+    assert set(n2.denied) == {
+        SERVICE_BEATS.render(node="n1"),
+        HEALTH_PROBE.render(node="n1"),
+        "_inbox.n1.>",
+    }
+    kit = ServiceKit(n2, HEALTH_PROBE.service, "0.0.1")
+
+    async def answer(probe: Probe) -> ProbeReply:
+        return ProbeReply(node="n2", seq=probe.seq)
+
+    kit.endpoint(HEALTH_PROBE, answer, node="n2")
+    await kit.start()
+    try:  # n1's request and its reply cross the hub; n2 hears neither's reply to n1
+        await asyncio.sleep(QUIET_S)
+        reply = await n1.request(HEALTH_PROBE, Probe(origin="n1", seq=3), node="n2", timeout=5)
+        assert reply.seq == 3
+    finally:
+        await kit.stop()
+    await asyncio.sleep(QUIET_S)
+    assert stolen == []
 
 
 async def _rogue_leaf(mesh: LocalMesh, run_dir: Path, *, seed: Path | None, ca: Path | None) -> str:
@@ -306,3 +339,39 @@ async def test_a_reply_from_another_host_than_the_request_names_is_refused(
             await hub.request(HEALTH_PROBE, Probe(origin="n3", seq=7), node="n2", timeout=5)
     finally:
         await kit.stop()
+
+
+async def test_a_host_uses_the_shared_stores_but_cannot_wipe_them(buses: dict[str, Bus]) -> None:
+    n2 = buses["n2"]
+    store = await n2.hub().object_store(FL_STORE)
+    await store.put("updates/job/1/n2", b"adapter" * 1000)
+    await store.put("updates/job/1/n2", b"replaced")  # a replacement purges the old chunks
+    assert await store.get("updates/job/1/n2") == b"replaced"
+    await store.delete("updates/job/1/n2")
+
+    backend = JetStreamBackend(n2)
+    written = await backend.cas(KvCas(key="role/leader", expected=None, value="n2"))
+    assert written.ok
+    ack = await backend.propose(DecisionProposal(record="heal n3", idempotency_key="a1"))
+    assert ack.seq == 1
+    assert (await backend.propose(DecisionProposal(record="x", idempotency_key="a1"))).duplicate
+
+    for wipe in (
+        f"$JS.hub.API.STREAM.PURGE.{CONSENSUS_BUCKET.stream}",
+        f"$JS.hub.API.STREAM.PURGE.{CONSENSUS_STREAM.stream}",
+        f"$JS.hub.API.STREAM.DELETE.{FL_OBJECTS.stream}",
+        f"$JS.hub.API.STREAM.UPDATE.{CONSENSUS_BUCKET.stream}",
+    ):
+        with pytest.raises(BusError):
+            await n2.request_raw(wipe, b"{}", timeout=1)
+    assert (await backend.get("role/leader")).value == "n2"
+
+
+def test_a_lab_is_secure_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MESHMIND_LAB_SECURE", raising=False)
+    assert LocalMesh(tmp_path / "a", NODES).secure
+    monkeypatch.setenv("MESHMIND_LAB_SECURE", "0")
+    assert not LocalMesh(tmp_path / "b", NODES).secure
+    assert LocalMesh(tmp_path / "c", NODES, secure=True).secure

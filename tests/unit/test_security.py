@@ -4,6 +4,7 @@ credentials on disk, the mesh CA, and redaction of secrets."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -29,6 +30,8 @@ from meshmind.security import (
     redact,
     redact_event,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _allowed(subjects: tuple[str, ...], subject: str) -> bool:
@@ -167,3 +170,32 @@ def test_the_log_processor_masks_secret_values_and_secret_fields() -> None:
     assert seed not in str(clean)
     assert "pw@" not in str(clean)
     assert "hunter2" not in str(clean)
+
+
+def test_the_deployed_leaf_config_with_a_hosts_generated_files_is_valid_to_nats_server(
+    tmp_path: Path,
+) -> None:
+    creds = generate_credentials(tmp_path / "creds", ["pi-kitchen"])
+    etc = tmp_path / "etc"
+    (etc / "secrets").mkdir(parents=True)
+    for generated, mounted in (
+        (creds.host_seed("pi-kitchen"), "seed.conf"),
+        (creds.host_authorization("pi-kitchen"), "authorization.conf"),
+        (creds.ca_cert, "ca.pem"),
+    ):
+        (etc / "secrets" / mounted).write_bytes(generated.read_bytes())
+    deployed = (REPO / "deploy" / "nats" / "leaf.conf").read_text()
+    leaf = etc / "leaf.conf"
+    leaf.write_text(deployed.replace("/etc/nats/secrets/ca.pem", str(etc / "secrets" / "ca.pem")))
+    env = {**os.environ, "NODE_ID": "pi-kitchen", "HUB_URL": "nats-leaf://hub.example.net:7422"}
+    checked = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(leaf)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert checked.returncode == 0, checked.stderr
+    local = creds.host_authorization("pi-kitchen").read_text()
+    assert '"mesh.health.pi-kitchen.link"' in local
+    assert "mesh.health.n1.link" not in local

@@ -8,6 +8,8 @@ from meshmind.bus._contract import (
     EndpointSpec,
     EventSpec,
     Party,
+    SharedStore,
+    StoreKind,
     subject_matches,
 )
 from meshmind.bus._errors import (
@@ -77,6 +79,8 @@ __all__ = [
     "RestartBackoff",
     "ServiceError",
     "ServiceKit",
+    "SharedStore",
+    "StoreKind",
     "Stream",
     "StreamRecord",
     "Subscription",

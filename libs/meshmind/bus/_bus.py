@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import nats
 import nats.errors
@@ -26,14 +27,12 @@ from meshmind.bus._errors import (
     RequestTimeout,
     ServiceError,
 )
+from meshmind.bus._jetstream import DomainJetStream, HubStore
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
-from meshmind.bus._settings import BusSettings
+from meshmind.bus._settings import INBOX_PREFIX, BusSettings
 from meshmind.bus._tracing import activated, extract, inject, message_attributes, tracer
 from meshmind.security._redaction import redact
-
-if TYPE_CHECKING:
-    from meshmind.bus._jetstream import HubStore
 
 M = TypeVar("M", bound=Message)
 Q = TypeVar("Q", bound=Message)
@@ -104,6 +103,17 @@ _NOT_CONNECTED = (
 )
 
 
+_PERMISSION_DENIED = re.compile(
+    r'permissions violation for (?:publish|subscription) to "?([^"\s]+)', re.I
+)
+
+
+def _denied_subject(error: str) -> str | None:
+    """The subject of a server's "Permissions Violation" error, if ``error`` is one."""
+    match = _PERMISSION_DENIED.search(error)
+    return match.group(1) if match else None
+
+
 @contextlib.contextmanager
 def _client_errors(
     verb: str, subject: str, *, size: int = 0, limit: int = 0, timeout: float = 0.0
@@ -132,6 +142,9 @@ class Bus:
         self.settings = settings
         self.name = name
         self.dropped: Counter[str] = Counter()
+        self.denied: Counter[str] = Counter()
+        """Publishes and subscriptions the local server refused, per subject (lowercase: as
+        the client reports it): this host's permissions do not allow them; nothing was sent."""
         self._closing = False
 
     @classmethod
@@ -149,7 +162,11 @@ class Bus:
             return bool(closing) and closing[0]._closing
 
         async def on_error(error: Exception) -> None:
-            if not deliberate():
+            denied = _denied_subject(str(error))
+            if denied is not None and closing:
+                closing[0].denied[denied] += 1
+                log.error("nats.permission_denied", subject=denied, error=str(error))
+            elif not deliberate():
                 log.warning("nats.error", error=str(error))
 
         async def on_disconnect() -> None:
@@ -164,6 +181,7 @@ class Bus:
                 nats.connect(
                     servers=settings.servers,
                     name=f"{settings.node_id}/{name}",
+                    inbox_prefix=f"{INBOX_PREFIX}.{settings.node_id}".encode(),
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
@@ -360,8 +378,6 @@ class Bus:
 
     def hub(self) -> HubStore:
         """JetStream KV buckets and object stores in the hub's domain."""
-        from meshmind.bus._jetstream import DomainJetStream, HubStore
-
         js = DomainJetStream(self._nc, domain=self.settings.hub_domain)
         return HubStore(js, self.settings.max_payload)
 

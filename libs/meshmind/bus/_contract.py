@@ -189,6 +189,48 @@ class BucketKeys:
         return [key.replace("{node}", node) for key in self.writable]
 
 
+class StoreKind(enum.StrEnum):
+    """What a shared hub store is, which decides the JetStream subjects writing it takes."""
+
+    KV = "key-value bucket"
+    OBJECTS = "object store"
+    STREAM = "stream"
+
+
+@dataclass(frozen=True)
+class SharedStore:
+    """A hub store that every host may write anywhere in: what it holds is guarded by the
+    writers' own checks (revisions, expected sequences, digests), not by per-host keys."""
+
+    name: str
+    kind: StoreKind
+    summary: str
+    subject_prefix: str = ""
+    """A stream's subjects: ``<subject_prefix>.>``."""
+
+    def __post_init__(self) -> None:
+        if (self.kind is StoreKind.STREAM) != bool(self.subject_prefix):
+            raise ValueError(f"{self.name!r}: streams, and only streams, have a subject prefix")
+
+    @property
+    def stream(self) -> str:
+        """The JetStream stream behind the store."""
+        if self.kind is StoreKind.KV:
+            return f"KV_{self.name}"
+        if self.kind is StoreKind.OBJECTS:
+            return f"OBJ_{self.name}"
+        return self.name
+
+    def written_on(self, api: str) -> list[str]:
+        """The subjects a write to the store is published on (``api``: the hub's JetStream
+        API prefix, which KV writes cross through)."""
+        if self.kind is StoreKind.KV:
+            return [f"{api}.$KV.{self.name}.>"]
+        if self.kind is StoreKind.OBJECTS:
+            return [f"$O.{self.name}.>"]
+        return [f"{self.subject_prefix}.>"]
+
+
 def subject_matches(pattern: str, subject: str) -> bool:
     """Whether a concrete ``subject`` matches a NATS ``pattern`` with ``*`` and ``>``."""
     want = pattern.split(".")
@@ -208,6 +250,7 @@ class Contract:
     events: list[EventSpec[Message]] = field(default_factory=list)
     endpoints: list[EndpointSpec[Message, Message]] = field(default_factory=list)
     buckets: list[BucketKeys] = field(default_factory=list)
+    shared: list[SharedStore] = field(default_factory=list)
 
     def event(
         self,
@@ -266,6 +309,16 @@ class Contract:
             raise ValueError(f"bucket {bucket!r} is declared twice")
         spec = BucketKeys(bucket, writable, summary)
         self.buckets.append(spec)
+        return spec
+
+    def shared_store(
+        self, name: str, kind: StoreKind, summary: str, *, subject_prefix: str = ""
+    ) -> SharedStore:
+        """Declare a hub store every host may write anywhere in."""
+        if any(s.name == name and s.kind is kind for s in self.shared):
+            raise ValueError(f"{kind} {name!r} is declared twice")
+        spec = SharedStore(name, kind, summary, subject_prefix)
+        self.shared.append(spec)
         return spec
 
     def model_for(self, subject: str) -> type[Message] | None:

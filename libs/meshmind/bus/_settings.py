@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
+INBOX_PREFIX = "_INBOX"
+"""Replies to a host come to ``_INBOX.<node id>.…``: its permissions let it read only those."""
+
 
 def check_node_id(value: str) -> str:
     """Return ``value`` if it is a valid node id, else raise ``ValueError``."""

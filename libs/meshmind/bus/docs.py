@@ -131,6 +131,17 @@ def protocol_markdown(contract: Contract = CONTRACT) -> str:
     for b in contract.buckets:
         keys = ", ".join(f"`{key}`" for key in b.writable)
         lines.append(f"| `{b.bucket}` | {keys} | {b.summary} |")
+    lines += [
+        "",
+        "## Shared stores",
+        "",
+        "Hub stores any host may write anywhere in; their writers' own checks guard them.",
+        "",
+        "| store | kind | what |",
+        "|---|---|---|",
+    ]
+    for store in contract.shared:
+        lines.append(f"| `{store.name}` | {store.kind} | {store.summary} |")
     lines += ["", "## Models", ""]
     for model in _models(contract):
         lines += _model_section(model)

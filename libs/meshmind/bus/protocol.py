@@ -10,7 +10,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, model_validator
 
-from meshmind.bus._contract import Contract, EndpointSpec, Party
+from meshmind.bus._contract import Contract, EndpointSpec, Party, StoreKind
 from meshmind.bus._message import Empty, Message, Record
 
 CONTRACT = Contract()
@@ -750,6 +750,20 @@ CONSENSUS_TRANSFER = _consensus_endpoint(
 )
 
 
+CONSENSUS_BUCKET = CONTRACT.shared_store(
+    "mesh-consensus",
+    StoreKind.KV,
+    "The `jetstream` backend's keys and leases; every write carries the revision it read.",
+)
+CONSENSUS_STREAM = CONTRACT.shared_store(
+    "MESH_DECISIONS",
+    StoreKind.STREAM,
+    "The `jetstream` backend's decision log: one subject per idempotency key, appended only "
+    "while it is empty.",
+    subject_prefix="meshmind-decisions",
+)
+
+
 # --- decision: the MAPE-K loop, agreed decisions, diffusing computations ------------------
 
 DECISION_SERVICE = "meshmind-decision"
@@ -1031,6 +1045,12 @@ FL_COORDINATOR_SERVICE = "meshmind-fl-coordinator"
 FL_TRAINER_SERVICE = "meshmind-fl-trainer"
 FL_STORE = "mesh-fl"
 """The hub's object store of adapters (global versions, trainers' updates) and checkpoints."""
+FL_OBJECTS = CONTRACT.shared_store(
+    FL_STORE,
+    StoreKind.OBJECTS,
+    "Adapters, trainers' updates and checkpoints; an update counts only when the digest its "
+    "trainer published on its own subject matches.",
+)
 FL_LEASE_PREFIX = "fl/job/"
 """Consensus lease ``fl/job/<id>/coordinator``: the one active coordinator of a job."""
 

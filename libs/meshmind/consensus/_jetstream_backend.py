@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from meshmind.bus import Bus, BusError, HubUnavailable, KeyValue, KvEntry, Stream
 from meshmind.bus.protocol import (
+    CONSENSUS_BUCKET,
+    CONSENSUS_STREAM,
     ConsensusStatus,
     Decision,
     DecisionAck,
@@ -35,9 +37,9 @@ from meshmind.bus.protocol import (
 )
 from meshmind.consensus._backend import BackendName, NotSupported, Unavailable
 
-BUCKET = "mesh-consensus"
-STREAM = "MESH_DECISIONS"
-STREAM_PREFIX = "meshmind-decisions"
+BUCKET = CONSENSUS_BUCKET.name
+STREAM = CONSENSUS_STREAM.name
+STREAM_PREFIX = CONSENSUS_STREAM.subject_prefix
 CLOCK_KEY = "_clock"
 CAS_RETRIES = 16
 

@@ -34,7 +34,8 @@ from meshmind.lab._state import RUN_MARKER
 from meshmind.security import MeshCredentials, generate_credentials
 
 SECURE_ENV = "MESHMIND_LAB_SECURE"
-"""Set to 1 to make :class:`LocalMesh` secure when it is not told either way."""
+"""Set to 0 to make :class:`LocalMesh` run without TLS and credentials when it is not told
+either way (it is secure by default, as a real mesh is)."""
 
 _log = get_logger(__name__)
 
@@ -123,7 +124,7 @@ class LocalMesh:
         service_stop_s: float = SERVICE_STOP_S,
     ) -> None:
         """``secure``: leaves reach the hub over TLS with their own nkey and the permissions
-        the contract gives them (default: ``MESHMIND_LAB_SECURE``, else off)."""
+        the contract gives them (default: on, unless ``MESHMIND_LAB_SECURE`` is 0)."""
         for node in nodes:
             check_node_id(node)
         if len(set(nodes)) != len(nodes):
@@ -140,7 +141,7 @@ class LocalMesh:
         self.hub: ServerHandle | None = None
         self.hosts: dict[str, Host] = {}
         if secure is None:
-            secure = os.environ.get(SECURE_ENV, "0").strip().lower() in ("1", "true", "yes")
+            secure = os.environ.get(SECURE_ENV, "1").strip().lower() not in ("0", "false", "no")
         self.secure = secure
         self.credentials: MeshCredentials | None = None
 
@@ -306,7 +307,8 @@ class LocalMesh:
         security = None
         if self.credentials is not None:
             seed = Path("..") / self.credentials.host_seed(node).relative_to(self.run_dir)
-            security = LeafSecurity(seed, self.credentials.ca_cert)
+            local = Path("..") / self.credentials.host_authorization(node).relative_to(self.run_dir)
+            security = LeafSecurity(seed, self.credentials.ca_cert, local)
         conf.write_text(
             leaf_config(
                 node,

@@ -34,6 +34,9 @@ class LeafSecurity:
 
     seed_include: Path
     ca_file: Path
+    authorization: Path
+    """The host's leaf authorization include (relative to the leaf's config file): its
+    services get the permissions the hub gives the host."""
 
 
 def _q(value: str | Path) -> str:
@@ -93,7 +96,9 @@ def leaf_config(
     security: LeafSecurity | None = None,
 ) -> str:
     """One host's leaf: its own JetStream domain (the node id), one remote to the hub (over
-    TLS, signed with the host's nkey, with ``security``)."""
+    TLS, signed with the host's nkey, with ``security``, which also holds the leaf's own
+    clients to the host's permissions)."""
+    authorization = f"include {_q(security.authorization)}\n" if security else ""
     return f"""# meshmind lab leaf {node} (generated)
 server_name: {_q(node)}
 # A silent partition (no reset, no FIN) is noticed once ping_max pings go unanswered:
@@ -108,7 +113,7 @@ jetstream {{
   max_memory_store: 64MB
   max_file_store: 1GB
 }}
-leafnodes {{
+{authorization}leafnodes {{
   # Only through the link emulator: the hub also advertises its own leaf-node address,
   # and a leaf that reconnected there would bypass every impairment of its link.
   remotes: [

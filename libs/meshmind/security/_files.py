@@ -12,7 +12,7 @@ from meshmind.bus._contract import Contract
 from meshmind.bus._settings import check_node_id
 from meshmind.bus.protocol import CONTRACT
 from meshmind.security._nkeys import HostKey, host_key_from_seed, new_host_key
-from meshmind.security._permissions import hub_authorization
+from meshmind.security._permissions import hub_authorization, leaf_authorization
 from meshmind.security._tls import DEFAULT_HUB_NAMES, KeyAndCert, issue_server_cert, new_ca
 
 _SEED_LINE = "nkey: "
@@ -52,6 +52,10 @@ class MeshCredentials:
     def host_seed(self, node: str) -> Path:
         """The include file with host ``node``'s nkey seed, for its leaf's remote."""
         return self.root / "hosts" / check_node_id(node) / "seed.conf"
+
+    def host_authorization(self, node: str) -> Path:
+        """Host ``node``'s leaf authorization include: its services' permissions."""
+        return self.root / "hosts" / check_node_id(node) / "authorization.conf"
 
     def host_public_key(self, node: str) -> Path:
         """Host ``node``'s public key."""
@@ -95,7 +99,8 @@ def generate_credentials(
 
     What exists is kept: the CA and hosts' seeds, so that adding a host leaves the others'
     credentials alone. The hub's certificate is issued again for ``hub_names`` and its
-    authorization regenerated for every host with credentials here.
+    authorization, and every host's leaf authorization, regenerated for every host with
+    credentials here.
     """
     for node in nodes:
         check_node_id(node)
@@ -119,6 +124,9 @@ def generate_credentials(
             secret=True,
         )
         _write(creds.host_public_key(node), f"{key.public}\n".encode(), secret=False)
+    for node in creds.nodes():
+        local = leaf_authorization(node, contract, hub_domain=hub_domain)
+        _write(creds.host_authorization(node), local.encode(), secret=False)
     public = {node: creds.host_key(node).public for node in creds.nodes()}
     text = hub_authorization(public, contract, hub_domain=hub_domain)
     _write(creds.hub_authorization, text.encode(), secret=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshmind.bus._contract import Contract, Party
-from meshmind.bus._settings import check_node_id
+from meshmind.bus._contract import Contract, EventSpec, Party, StoreKind
+from meshmind.bus._message import Message
+from meshmind.bus._settings import INBOX_PREFIX, check_node_id
 from meshmind.bus.protocol import CONTRACT
 
 OPERATOR_USER = "operator"
@@ -34,46 +36,88 @@ def _unique(subjects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subjects))
 
 
+def _stream_api(api: str, stream: str) -> list[str]:
+    """The JetStream API calls that bind or create a stream, read it and follow it."""
+    return [
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.CREATE.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        f"{api}.CONSUMER.CREATE.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}.>",
+        f"{api}.CONSUMER.INFO.{stream}.*",
+        f"{api}.CONSUMER.DELETE.{stream}.*",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def _jetstream_subjects(node: str, contract: Contract, domain: str) -> list[str]:
-    """The hub JetStream API calls a host needs for the buckets the contract declares: bind or
-    create them, read, watch, and write its own keys (KV writes cross as ``$JS.<d>.API.$KV``)."""
+    """The hub JetStream API calls a host needs for the stores the contract declares: bind or
+    create them, read, watch, write its own keys of the per-host buckets (KV writes cross as
+    ``$JS.<d>.API.$KV``) and anywhere in the shared stores; an object store replaces and
+    removes objects by purging their chunks."""
     api = f"$JS.{domain}.API"
     subjects = [f"{api}.INFO"]
     for bucket in contract.buckets:
-        stream = f"KV_{bucket.bucket}"
-        subjects += [
-            f"{api}.STREAM.INFO.{stream}",
-            f"{api}.STREAM.CREATE.{stream}",
-            f"{api}.STREAM.MSG.GET.{stream}",
-            f"{api}.DIRECT.GET.{stream}",
-            f"{api}.DIRECT.GET.{stream}.>",
-            f"{api}.CONSUMER.CREATE.{stream}",
-            f"{api}.CONSUMER.CREATE.{stream}.>",
-            f"{api}.CONSUMER.INFO.{stream}.*",
-            f"{api}.CONSUMER.DELETE.{stream}.*",
-            f"$JS.ACK.{stream}.>",
-            f"$JS.FC.{stream}.>",
-        ]
+        subjects += _stream_api(api, f"KV_{bucket.bucket}")
         subjects += [f"{api}.$KV.{bucket.bucket}.{key}" for key in bucket.keys_of(node)]
+    for store in contract.shared:
+        subjects += _stream_api(api, store.stream)
+        subjects += store.written_on(api)
+        if store.kind is StoreKind.OBJECTS:  # reading an object looks its stream up by name
+            subjects += [f"{api}.STREAM.PURGE.{store.stream}", f"{api}.STREAM.NAMES"]
     return subjects
 
 
+def _denied(contract: Contract, domain: str) -> list[str]:
+    """What no host may do to the hub's streams, whatever an allow says: delete or reconfigure
+    any, purge or delete records of any but an object store (whose writes purge)."""
+    api = f"$JS.{domain}.API"
+    kept = [f"KV_{b.bucket}" for b in contract.buckets]
+    kept += [s.stream for s in contract.shared if s.kind is not StoreKind.OBJECTS]
+    deny = [f"{api}.STREAM.DELETE.>", f"{api}.STREAM.UPDATE.>"]
+    deny += [f"{api}.STREAM.{verb}.{stream}" for stream in kept for verb in ("PURGE", "MSG.DELETE")]
+    return deny
+
+
+def _own_events(event: EventSpec[Message], node: str, hosts: Sequence[str] | None) -> list[str]:
+    """The subjects of ``event`` that ``node`` may publish. Addressed to other hosts as well
+    (``mesh.raft.{node}.to.{peer}``), each one of ``hosts`` is spelled out when they are
+    known: the hub forwards a host's interest in ``mesh.raft.*.to.n1`` to n2's leaf only if
+    n2 may publish a subject that pattern matches, and ``mesh.raft.n2.to.*`` is not one."""
+    own = {event.parameters[0]: node}
+    others = event.parameters[1:]
+    if not others or hosts is None:
+        return [event.pattern(**own)]
+    return [
+        event.pattern(**own, **dict(zip(others, chosen, strict=True)))
+        for chosen in itertools.product(sorted(hosts), repeat=len(others))
+    ]
+
+
 def host_permissions(
-    node: str, contract: Contract = CONTRACT, *, hub_domain: str = "hub"
+    node: str,
+    contract: Contract = CONTRACT,
+    *,
+    hub_domain: str = "hub",
+    hosts: Sequence[str] | None = None,
 ) -> HostPermissions:
     """The permissions of ``node``'s leaf connection to the hub, from ``contract``.
 
     Publish: events the host may say (its own, or any host's), requests to endpoints any host
     may call, replies, and its own keys in the hub's buckets. Subscribe (what the hub passes to
-    the leaf): events the host may read, requests to the endpoints it serves, replies, and the
-    Services API's discovery pings.
+    the leaf): events the host may read, requests to the endpoints it serves, replies to its own
+    inboxes only, and the Services API's discovery pings. ``hosts``: every host of the mesh,
+    for the hub's side (see :func:`_own_events`).
     """
     check_node_id(node)
     publish = []
     subscribe = []
     for event in contract.events:
         if event.publisher is Party.NAMED_HOST:
-            publish.append(event.pattern(**{event.parameters[0]: node}))
+            publish += _own_events(event, node, hosts)
         elif event.publisher is Party.ANY_HOST:
             publish.append(event.wildcard)
         if event.readers is Party.NAMED_HOST:
@@ -87,10 +131,9 @@ def host_permissions(
             subscribe.append(endpoint.pattern(**{endpoint.parameters[0]: node}))
         elif endpoint.server is Party.ANY_HOST:
             subscribe.append(endpoint.wildcard)
-    publish += ["_INBOX.>", *_jetstream_subjects(node, contract, hub_domain)]
-    subscribe += ["_INBOX.>", "$SRV.>"]
-    api = f"$JS.{hub_domain}.API"
-    deny = [f"{api}.STREAM.{verb}.>" for verb in ("DELETE", "PURGE", "UPDATE", "MSG.DELETE")]
+    publish += [f"{INBOX_PREFIX}.>", *_jetstream_subjects(node, contract, hub_domain)]
+    subscribe += [f"{INBOX_PREFIX}.{node}.>", "$SRV.>"]
+    deny = _denied(contract, hub_domain)
     return HostPermissions(node, _unique(publish), tuple(deny), _unique(subscribe))
 
 
@@ -98,16 +141,23 @@ def _subjects(subjects: tuple[str, ...]) -> str:
     return "[" + ", ".join(json.dumps(s) for s in subjects) + "]"
 
 
-def _user_block(key: str, permissions: HostPermissions) -> str:
+def _permission_block(permissions: HostPermissions) -> str:
     return (
-        f"    # host {permissions.node}\n"
-        f'    {{ nkey: "{key}", allowed_connection_types: ["LEAFNODE"], permissions: {{\n'
+        f"permissions: {{\n"
         f"        publish: {{\n"
         f"          allow: {_subjects(permissions.publish_allow)}\n"
         f"          deny: {_subjects(permissions.publish_deny)}\n"
         f"        }}\n"
         f"        subscribe: {{ allow: {_subjects(permissions.subscribe_allow)} }}\n"
-        f"    }} }}\n"
+        f"    }}"
+    )
+
+
+def _user_block(key: str, permissions: HostPermissions) -> str:
+    return (
+        f"    # host {permissions.node}\n"
+        f'    {{ nkey: "{key}", allowed_connection_types: ["LEAFNODE"], '
+        f"{_permission_block(permissions)} }}\n"
     )
 
 
@@ -125,11 +175,30 @@ def hub_authorization(
         key = host_keys[node]
         if not re.fullmatch(r"U[A-Z2-7]{55}", key):
             raise ValueError(f"host {node!r}: {key!r} is not a public user nkey")
-        users.append(_user_block(key, host_permissions(node, contract, hub_domain=hub_domain)))
+        permissions = host_permissions(node, contract, hub_domain=hub_domain, hosts=list(host_keys))
+        users.append(_user_block(key, permissions))
     return (
         f"{_HEADER}\n# Do not edit: regenerate it when the contract or the hosts change.\n"
         f"authorization {{\n  timeout: 2\n  users = [\n{''.join(users)}  ]\n}}\n"
         f"no_auth_user: {OPERATOR_USER}\n"
+    )
+
+
+LEAF_SERVICES_USER = "services"
+"""The user of every client of a host's own leaf: the host's services and tools."""
+
+
+def leaf_authorization(node: str, contract: Contract = CONTRACT, *, hub_domain: str = "hub") -> str:
+    """Host ``node``'s leaf authorization include: its clients get the very permissions its
+    leaf connection has at the hub, so a publish or subscription the hub would drop is refused
+    by the leaf, and the client that tried hears a "Permissions Violation"."""
+    permissions = host_permissions(node, contract, hub_domain=hub_domain)
+    return (
+        f"{_HEADER}\n# Host {node}: its services' permissions on its own leaf.\n"
+        f"authorization {{\n  timeout: 2\n  users = [\n"
+        f'    {{ user: "{LEAF_SERVICES_USER}", allowed_connection_types: ["STANDARD"], '
+        f"{_permission_block(permissions)} }}\n  ]\n}}\n"
+        f"no_auth_user: {LEAF_SERVICES_USER}\n"
     )
 
 
