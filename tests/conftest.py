@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from meshmind.bus import Bus, BusSettings, configure_tracing
 from meshmind.lab import LocalMesh, node_names
+from tests.kit.lab_contract import LAB_CONTRACT
 
 Connect = Callable[..., Awaitable[Bus]]
 
@@ -31,7 +32,7 @@ def spans() -> InMemorySpanExporter:
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[LocalMesh]:
     """A hub and three leaves n1, n2, n3, each behind its own link emulator."""
-    async with LocalMesh(tmp_path / "lab", node_names(3)) as running:
+    async with LocalMesh(tmp_path / "lab", node_names(3), contract=LAB_CONTRACT) as running:
         yield running
 
 

@@ -42,6 +42,9 @@ class Lab:
     loop: asyncio.AbstractEventLoop
     mesh: LocalMesh | None = None
     bus: Bus | None = None
+    other: Bus | None = None
+    """A bus on the other host's leaf: a host may publish only its own events, so messages
+    that name the other host come from there, as a compromised host's would."""
     instances: dict[str, str] = field(default_factory=dict)
     """Service name to instance id, for the services running on the target host."""
 
@@ -52,6 +55,11 @@ class Lab:
     def client(self) -> Bus:
         assert self.bus is not None
         return self.bus
+
+    def sender(self, spec: EventSpec[Message], subject: str) -> Bus:
+        """The bus of the host that may publish ``subject``."""
+        assert self.other is not None
+        return self.other if spec.host_token(subject) == OTHER else self.client
 
     async def ping(self) -> dict[str, str]:
         """The services answering ``$SRV.PING`` on the target host, with their instance ids."""
@@ -102,6 +110,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         lab.bus = await Bus.connect(
             BusSettings(node_id=TARGET, nats_url=lab.mesh.host(TARGET).url), name="hostile"
         )
+        lab.other = await Bus.connect(
+            BusSettings(node_id=OTHER, nats_url=lab.mesh.host(OTHER).url), name="hostile"
+        )
         expected = len(lab.mesh.service_commands)
         for _ in range(480):  # every service that starts within two minutes is attacked
             lab.instances = await lab.ping()
@@ -113,8 +124,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             raise TimeoutError(f"{sorted(missing)} did not start on {TARGET}")
 
     async def stop() -> None:
-        if lab.bus is not None:
-            await lab.bus.close()
+        for bus in (lab.bus, lab.other):
+            if bus is not None:
+                await bus.close()
         if lab.mesh is not None:
             await lab.mesh.stop()
 
@@ -262,7 +274,7 @@ def attack_subscriber(
             pass
         else:
             assume(not spec.believes(subject, message))  # a believable message is no attack
-        lab.run(lab.client.publish_raw(subject, attack.data))
+        lab.run(lab.sender(spec, subject).publish_raw(subject, attack.data))
         sent.append(attack.kind)
 
     attack_subject()

@@ -197,8 +197,11 @@ async def test_a_watch_started_as_generator_replays_then_follows(connect: Connec
 async def test_drift_is_reconciled_where_the_hub_allows_it(connect: Connect, hub: Bus) -> None:
     n1 = await connect("n1")
     await _bucket(n1, "test-drift", ttl_s=3.0, history=1)
+    with pytest.raises(BusError, match=r"test-drift.*ttl_s: wanted 10.0, found 3.0.*refused"):
+        await _bucket(n1, "test-drift", ttl_s=10.0, history=4, expiry_markers=True)
+    assert n1.denied["$JS.hub.API.STREAM.UPDATE.KV_test-drift".lower()] == 1  # no host may
 
-    await _bucket(n1, "test-drift", ttl_s=10.0, history=4, expiry_markers=True)
+    await _bucket(hub, "test-drift", ttl_s=10.0, history=4, expiry_markers=True)  # the operator
 
     config = await stream_config(hub, "KV_test-drift")
     assert config["max_age"] == 10 * SECOND_NS

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from meshmind.bus import check_node_id, get_logger
-from meshmind.bus.protocol import HostStatus, LabStatus, LinkStatus
+from meshmind.bus import Contract, check_node_id, get_logger
+from meshmind.bus.protocol import CONTRACT, HostStatus, LabStatus, LinkStatus
 from meshmind.lab._emulator import LinkEmulator
 from meshmind.lab._nats_config import (
     HubSecurity,
@@ -122,9 +122,10 @@ class LocalMesh:
         service_env: dict[str, str] | None = None,
         secure: bool | None = None,
         service_stop_s: float = SERVICE_STOP_S,
+        contract: Contract = CONTRACT,
     ) -> None:
         """``secure``: leaves reach the hub over TLS with their own nkey and the permissions
-        the contract gives them (default: on, unless ``MESHMIND_LAB_SECURE`` is 0)."""
+        ``contract`` gives them (default: on, unless ``MESHMIND_LAB_SECURE`` is 0)."""
         for node in nodes:
             check_node_id(node)
         if len(set(nodes)) != len(nodes):
@@ -143,6 +144,7 @@ class LocalMesh:
         if secure is None:
             secure = os.environ.get(SECURE_ENV, "1").strip().lower() not in ("0", "false", "no")
         self.secure = secure
+        self.contract = contract
         self.credentials: MeshCredentials | None = None
 
     @property
@@ -174,7 +176,9 @@ class LocalMesh:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         hub_security = None
         if self.secure:
-            self.credentials = generate_credentials(self.run_dir / "secrets", self.nodes)
+            self.credentials = generate_credentials(
+                self.run_dir / "secrets", self.nodes, contract=self.contract
+            )
             hub_security = HubSecurity(
                 self.credentials.hub_cert,
                 self.credentials.hub_key,

@@ -32,6 +32,10 @@ class HostPermissions:
     subscribe_allow: tuple[str, ...]
 
 
+_SERVICES_API = [f"$SRV.{verb}{tail}" for verb in ("PING", "INFO", "STATS") for tail in ("", ".>")]
+"""The Services API's discovery requests: read-only, and what meshctl on a host lists with."""
+
+
 def _unique(subjects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subjects))
 
@@ -107,9 +111,10 @@ def host_permissions(
     """The permissions of ``node``'s leaf connection to the hub, from ``contract``.
 
     Publish: events the host may say (its own, or any host's), requests to endpoints any host
-    may call, replies, and its own keys in the hub's buckets. Subscribe (what the hub passes to
-    the leaf): events the host may read, requests to the endpoints it serves, replies to its own
-    inboxes only, and the Services API's discovery pings. ``hosts``: every host of the mesh,
+    may call, the Services API's discovery requests, replies, and its own keys in the hub's
+    buckets. Subscribe (what the hub passes to the leaf): events the host may read, requests to
+    the endpoints it serves, replies to its own inboxes only, and the Services API's discovery
+    pings. ``hosts``: every host of the mesh,
     for the hub's side (see :func:`_own_events`).
     """
     check_node_id(node)
@@ -131,7 +136,11 @@ def host_permissions(
             subscribe.append(endpoint.pattern(**{endpoint.parameters[0]: node}))
         elif endpoint.server is Party.ANY_HOST:
             subscribe.append(endpoint.wildcard)
-    publish += [f"{INBOX_PREFIX}.>", *_jetstream_subjects(node, contract, hub_domain)]
+    publish += [
+        f"{INBOX_PREFIX}.>",
+        *_SERVICES_API,
+        *_jetstream_subjects(node, contract, hub_domain),
+    ]
     subscribe += [f"{INBOX_PREFIX}.{node}.>", "$SRV.>"]
     deny = _denied(contract, hub_domain)
     return HostPermissions(node, _unique(publish), tuple(deny), _unique(subscribe))
