@@ -269,7 +269,9 @@ class Discovery:
 
     async def close(self) -> None:
         """Stop announcing and leave at once (delete the key) rather than by expiry; only if
-        the key still holds this instance's last announcement, never another instance's."""
+        the key still holds this instance's last announcement, never another instance's, and
+        only when no other instance announced this id lately (its next beat could be the one
+        a delete removes)."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -279,6 +281,10 @@ class Discovery:
         if self.watch is not None:
             await self.watch.close()
         if self.kv is None or self.revision is None or not self.reachable:
+            return
+        now = self.now()
+        if any(now - at <= self.settings.ttl_s for at in self.rivals.values()):
+            _log.warning("peer.leave_skipped", reason="another live instance announces this id")
             return
         try:
             async with asyncio.timeout(2):
