@@ -72,6 +72,19 @@ def test_reconcile_announces_the_differences_only() -> None:
     assert not view.stale(now=5, after_s=1)
 
 
+def test_a_peer_heard_lately_but_missing_from_a_snapshot_is_left_to_expire() -> None:
+    view = PeerView("n1", TTL)
+    view.put(peer("n2"), now=0)
+    view.put(peer("n3"), now=0)
+    view.confirm(now=0)
+    # n3's record was replaced while the snapshot was read: the new one comes after it.
+    assert view.reconcile({"n2": peer("n2")}, now=0.5) == []
+    assert view.put(peer("n3"), now=0.6) is None, "n3 never left, so it does not join again"
+    assert view.reconcile({"n2": peer("n2")}, now=1.0) == []
+    view.confirm(now=TTL + 1.0)
+    assert [(c.kind, c.node) for c in view.expire(now=TTL + 1.0)] == [("left", "n3")]
+
+
 def test_remove_is_idempotent() -> None:
     view = PeerView("n1", TTL)
     view.put(peer("n2"), now=0)

@@ -105,8 +105,14 @@ class PeerView:
         return [c for c in (self.remove(n) for n in silent) if c is not None]
 
     def reconcile(self, current: dict[str, PeerInfo], now: float) -> list[Change]:
-        """Bring the view in line with the bucket's full contents (after a reconnect)."""
-        changes = [c for c in (self.remove(n) for n in set(self._peers) - set(current)) if c]
+        """Bring the view in line with the bucket's full contents (after a reconnect).
+
+        A peer missing from them is gone only once it has been silent for the TTL: a snapshot
+        can miss a live key (its record was replaced while the snapshot was read, and the new
+        one comes after it), so a peer heard lately is left to expire if it stays silent."""
+        silent = {n for n, at in self._heard_at.items() if now - at > self.ttl_s}
+        gone = (set(self._peers) - set(current)) & silent
+        changes = [c for c in (self.remove(n) for n in gone) if c]
         changes += [c for c in (self.put(p, now) for p in current.values()) if c]
         self.confirm(now)
         return changes
