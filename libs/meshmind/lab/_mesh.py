@@ -27,6 +27,7 @@ from meshmind.lab._servers import (
     ServerHandle,
     ServerRunner,
     http_json,
+    log_size,
     pick_runner,
     wait_healthy,
 )
@@ -196,11 +197,19 @@ class LocalMesh:
             )
             hub_log = self.run_dir / "hub.log"
             self.hub = self.runner.server("hub", hub_conf, hub_log, self._marker)
+            offset = log_size(hub_log)
             await self.hub.start()
             try:
-                await wait_healthy(self.hub_monitor_url, timeout, server=self.hub, log_path=hub_log)
+                await wait_healthy(
+                    self.hub_monitor_url,
+                    timeout,
+                    server=self.hub,
+                    log_path=hub_log,
+                    log_offset=offset,
+                )
                 break
             except ServerExited as exited:
+                await self.hub.kill()
                 if not exited.port_taken or attempt == START_ATTEMPTS:
                     raise
                 _log.warning("lab.port_taken", server="hub", attempt=attempt)
@@ -334,15 +343,19 @@ class LocalMesh:
                 await self._start_leaf(host, timeout)
                 return
             except ServerExited as exited:
+                await host.server.kill()
                 if not exited.port_taken or attempt == START_ATTEMPTS:
                     raise
                 _log.warning("lab.port_taken", server=node, attempt=attempt)
                 await host.link.stop()
 
     async def _start_leaf(self, host: Host, timeout: float) -> None:
-        await host.server.start()
         log_path = self.run_dir / host.node / "leaf.log"
-        await wait_healthy(host.monitor_url, timeout, server=host.server, log_path=log_path)
+        offset = log_size(log_path)
+        await host.server.start()
+        await wait_healthy(
+            host.monitor_url, timeout, server=host.server, log_path=log_path, log_offset=offset
+        )
 
     async def _start_services(self, host: Host) -> None:
         env = {**self.service_env, **self._marker, "NODE_ID": host.node, "NATS_URL": host.url}

@@ -186,13 +186,24 @@ class ServerExited(RuntimeError):
         return "address already in use" in self.tail.lower()
 
 
-def log_tail(log_path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log file, or a note that there is none."""
+def log_tail(log_path: Path, lines: int = 20, *, offset: int = 0) -> str:
+    """The last ``lines`` lines of a log file from byte ``offset`` on, or a note that there
+    is none."""
     try:
-        text = log_path.read_text(errors="replace")
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
     except OSError:
         return f"(no log at {log_path})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def log_size(log_path: Path) -> int:
+    """How many bytes a log holds now (0 when there is none): where a new run's lines begin."""
+    try:
+        return log_path.stat().st_size
+    except OSError:
+        return 0
 
 
 async def wait_healthy(
@@ -201,11 +212,13 @@ async def wait_healthy(
     *,
     server: ServerHandle | None = None,
     log_path: Path | None = None,
+    log_offset: int = 0,
 ) -> None:
     """Wait until a server's ``/healthz`` (JetStream included) answers ok.
 
-    Given its ``server``, a server that exits stops the wait at once: :class:`ServerExited`,
-    with the tail of ``log_path``.
+    Given its ``server``, a server that exits or logs a fatal error (in ``log_path`` from
+    ``log_offset`` on: this run's lines) stops the wait at once: :class:`ServerExited`, with
+    the tail of its log.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -215,8 +228,10 @@ async def wait_healthy(
             last = await http_json(f"{monitor_url}/healthz")
             if isinstance(last, dict) and last.get("status") == "ok":
                 return
-        if server is not None and not server.running:
+        if server is not None:
             where = log_path if log_path is not None else Path("(unknown log)")
-            raise ServerExited(where, log_tail(where))
+            tail = log_tail(where, offset=log_offset)
+            if not server.running or "[FTL]" in tail:  # fatal: exiting, if not yet reaped
+                raise ServerExited(where, tail)
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{monitor_url} not healthy after {timeout:g}s (last: {last})")
