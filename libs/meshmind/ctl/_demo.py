@@ -39,35 +39,40 @@ from meshmind.ctl._views import link_matrix, peers_table
 T = TypeVar("T")
 
 
-def round_trip_ms(leaf_url: str, samples: int = 5) -> float:
-    """Median round trip of a request from a host's leaf to the lab's service at the hub."""
+HUB_INFO = "$JS.hub.API.INFO"
+"""A request any host may make that the hub itself answers (its JetStream account info)."""
+
+
+def round_trip_ms(leaf_url: str, node: str, samples: int = 5) -> float:
+    """Median round trip of a request from host ``node``'s leaf to the hub, as that host."""
 
     async def measure(bus: Bus) -> float:
         times = []
         for _ in range(samples):
             start = time.perf_counter()
-            await bus.request(LAB_STATUS, Empty(), timeout=10)
+            await bus.request_raw(HUB_INFO, b"", timeout=10)
             times.append((time.perf_counter() - start) * 1000)
         return statistics.median(times)
 
-    return with_bus(leaf_url, measure)
+    return with_bus(leaf_url, measure, node=node)
 
 
-def reachable(leaf_url: str) -> bool:
-    """Whether the hub answers a request made on this leaf."""
+def reachable(leaf_url: str, node: str) -> bool:
+    """Whether the hub answers a request made on host ``node``'s leaf, as that host."""
 
     async def ask(bus: Bus) -> bool:
         try:
-            await bus.request(LAB_STATUS, Empty(), timeout=1)
+            await bus.request_raw(HUB_INFO, b"", timeout=1)
         except BusError:
             return False
         return True
 
-    return with_bus(leaf_url, ask)
+    return with_bus(leaf_url, ask, node=node)
 
 
-def peer_view(hub_url: str, node: str) -> PeerList | None:
-    """What ``node``'s discovery sees, or None while it does not answer."""
+def peer_view(url: str, node: str) -> PeerList | None:
+    """What ``node``'s discovery sees, or None while it does not answer; asked on the hub, or
+    on ``node``'s own leaf as that host."""
 
     async def ask(bus: Bus) -> PeerList | None:
         try:
@@ -75,7 +80,7 @@ def peer_view(hub_url: str, node: str) -> PeerList | None:
         except BusError:
             return None
 
-    return with_bus(hub_url, ask)
+    return with_bus(url, ask, node=node)
 
 
 def link_reports(hub_url: str) -> list[LinkReport]:
@@ -172,12 +177,12 @@ def run_demo(nodes: int, run_dir: Path) -> None:
         console.print(link_matrix(reports, names))
 
         console.rule("4. degrade n2's link: 150ms delay, 20ms jitter, 1mbit, 5% stalls")
-        clean = round_trip_ms(leaf["n2"])
+        clean = round_trip_ms(leaf["n2"], "n2")
         degraded = LinkShape(delay_ms=150, jitter_ms=20, rate_bps=1_000_000, stall_pct=5)
         change_link(run_dir, LAB_LINK_SET, LinkSet(node="n2", shape=degraded))
         console.print(
             f"round trip n2 -> hub: {clean:.1f} ms clean, "
-            f"{round_trip_ms(leaf['n2']):.1f} ms degraded"
+            f"{round_trip_ms(leaf['n2'], 'n2'):.1f} ms degraded"
         )
         reports = wait_for(
             "n2's links degraded",
@@ -193,7 +198,7 @@ def run_demo(nodes: int, run_dir: Path) -> None:
 
         console.rule("5. cut n3 off the hub; its leaf keeps serving its own host")
         change_link(run_dir, LAB_LINK_CUT, LinkCut(node="n3"))
-        console.print(f"n3 reaches the hub: {reachable(leaf['n3'])}")
+        console.print(f"n3 reaches the hub: {reachable(leaf['n3'], 'n3')}")
         reports = wait_for(
             "links to n3 down",
             links_where(hub, lambda s: all(s.get((a, "n3")) == "down" for a in names if a != "n3")),

@@ -70,13 +70,15 @@ def _is_word(arg: str) -> bool:
     return not arg.startswith("-")
 
 
-def with_bus(url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0) -> T:
+def with_bus(
+    url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0, node: str = "meshctl"
+) -> T:
     """Connect to ``url``, run ``work``, close; connection failures become a :class:`CtlError`.
 
     The whole of it is one span named after the command, the root of every message ``work``
     sends; it is exported as the ``OTEL_*`` variables say, within :data:`TRACE_FLUSH_S`.
     """
-    settings = BusSettings(node_id="meshctl", nats_url=url, log_level="error", log_format="console")
+    settings = BusSettings(node_id=node, nats_url=url, log_level="error", log_format="console")
 
     @traced(command_name())
     async def connected() -> T:
