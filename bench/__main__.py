@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-AREAS = ("bus", "discovery", "health", "consensus", "decision")
+AREAS = ("bus", "discovery", "health", "consensus", "decision", "fl")
 
 
 def main(argv: list[str]) -> int:

@@ -28,6 +28,8 @@ class Metric:
     baseline_name: str | None = None
     baseline: float | None = None
     note: str | None = None
+    reached: bool = True
+    """False when what is timed never happened: the value is then a bound, never a target met."""
 
     def as_json(self) -> dict[str, Any]:
         """The metric as the results file holds it; ``met`` is judged here."""
@@ -42,7 +44,7 @@ class Metric:
             }
         if self.target is not None:
             out["target"] = self.target
-            out["met"] = meets(self.target, self.value, ratio)
+            out["met"] = self.reached and meets(self.target, self.value, ratio)
         if self.note:
             out["note"] = self.note
         return out
