@@ -1,4 +1,4 @@
-"""``meshctl demo``: a local mesh started, converged, degraded, partitioned, healed, torn down."""
+"""``meshctl demo``: a local mesh converged, degraded, cut, trained on, healed, torn down."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ from meshmind.bus.protocol import (
     PeerQuery,
 )
 from meshmind.ctl._decision import decisions_table
+from meshmind.ctl._demo_fl import DEMO_JOB, rounds_in
+from meshmind.ctl._demo_fl import plots as fl_plots
+from meshmind.ctl._demo_fl import start_job as start_fl_job
+from meshmind.ctl._fl import rounds_table
 from meshmind.ctl._lab import lab_call, start_lab, stop_lab
 from meshmind.ctl._mesh_client import CtlError, services_in_mesh, with_bus
 from meshmind.ctl._render import console, lab_table, link_line, services_table
@@ -220,7 +224,17 @@ def run_demo(nodes: int, run_dir: Path) -> None:
         )
         console.print(link_matrix(reports, names))
 
-        console.rule("7. kill n4: the others agree to restart it, and it rejoins")
+        console.rule("7. federated learning: a digits job on every host; n5's link degrades")
+        job = start_fl_job(hub)
+        console.print(
+            f"started {job.job_id} on {job.coordinator}: {job.spec.rounds} rounds, "
+            f"accuracy before training {job.initial_accuracy:.4f}",
+            highlight=False,
+        )
+        wait_for("2 rounds in", rounds_in(hub, "demo", 2), within=120.0)
+        change_link(run_dir, LAB_LINK_SET, LinkSet(node="n5", shape=LinkShape(delay_ms=250)))
+
+        console.rule("8. kill n4 mid-job: the others agree to restart it; the job goes on")
         lab_call(run_dir, LAB_NODE_KILL, NodeRef(node="n4"))
         records = wait_for(
             "n4 healed: decision committed, executed, outcome known",
@@ -230,8 +244,13 @@ def run_demo(nodes: int, run_dir: Path) -> None:
         console.print(decisions_table(records))
         final: LabStatus = lab_call(run_dir, LAB_STATUS, Empty())
         console.print(lab_table(final))
+        job = wait_for("the job done", rounds_in(hub, "demo", DEMO_JOB.rounds), within=300.0)
+        change_link(run_dir, LAB_LINK_RESTORE, NodeRef(node="n5"))
+        console.print(rounds_table(job))
+        for path in fl_plots(job, run_dir.parent / "plots"):
+            console.print(f"plot: {path}", highlight=False, soft_wrap=True)
     finally:
-        console.rule("8. tear down")
+        console.rule("9. tear down")
         killed = stop_lab(run_dir, timeout=30.0) == "killed"
         console.print(
             f"lab in {run_dir} is down" + (": it did not stop in 30s, killed" if killed else ""),
