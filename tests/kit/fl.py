@@ -23,7 +23,7 @@ from meshmind.lab import LocalMesh, ServiceCommand, host_services
 from tests.kit.waiting import eventually, request_when_served
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-SOURCES = [SERVICES / name for name in ("consensus", "fl-trainer", "fl-coordinator")]
+SOURCES = [SERVICES / name for name in ("consensus", "fl-trainer", "fl-coordinator", "decision")]
 """Service source trees the lab's processes import, even before a reinstall."""
 LAB_MODULES = (
     "meshmind_discovery",
@@ -50,13 +50,19 @@ def faulty_trainer(faults: dict[str, str]) -> ServiceCommand:
 
 @contextlib.asynccontextmanager
 async def fl_lab(
-    run_dir: Path, nodes: Sequence[str], *, faults: dict[str, str] | None = None, **env: str
+    run_dir: Path,
+    nodes: Sequence[str],
+    *,
+    faults: dict[str, str] | None = None,
+    modules: Sequence[str] = LAB_MODULES,
+    **env: str,
 ) -> AsyncIterator[tuple[LocalMesh, Bus]]:
-    """A started mesh running discovery, health, consensus and both FL services on every
-    host, and an operator's bus on its hub; returns once every trainer and coordinator runs."""
+    """A started mesh running ``modules`` on every host (discovery, health, consensus and
+    both FL services unless told), and an operator's bus on its hub; returns once every
+    trainer and coordinator runs."""
     services = []
     for command in host_services(nodes, run_dir):
-        if command.name not in LAB_MODULES:
+        if command.name not in modules:
             continue
         if command.name == TRAINER and faults:
             command = ServiceCommand(TRAINER, faulty_trainer(faults).argv, command.env)

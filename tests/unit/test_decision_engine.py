@@ -1,12 +1,12 @@
 """The decision loop with its ports in memory: every host proposing the same anomaly at once
 commits one decision, executed once; a host alone in its view gets nothing agreed; outcomes
-reach the knowledge base and change the next plan."""
+reach the knowledge base and change the next plan; refused updates get a trainer excluded."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -17,6 +17,7 @@ from meshmind.bus.protocol import (
     DecisionEvent,
     DecisionList,
     DecisionRecord,
+    FlRoundMetrics,
     KvCas,
     KvEntryInfo,
     KvWrite,
@@ -24,6 +25,7 @@ from meshmind.bus.protocol import (
     VoteRequest,
 )
 from meshmind.decision import DecisionEngine, EngineSettings, NotAgreed
+from tests.kit.waiting import eventually
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 FAST = EngineSettings(retry_s=0.01, settle_s=0.0, stagger_s=0.0, outcome_s=0.2)
@@ -104,13 +106,15 @@ class Ports:
         return f"restarted {record.target}"
 
 
-def mesh(nodes: list[str]) -> tuple[dict[str, DecisionEngine], Store, list[DecisionRecord]]:
+def mesh(
+    nodes: list[str], settings: EngineSettings = FAST
+) -> tuple[dict[str, DecisionEngine], Store, list[DecisionRecord]]:
     store = Store()
     engines: dict[str, DecisionEngine] = {}
     acted: list[DecisionRecord] = []
     events: list[DecisionEvent] = []
     for node in nodes:
-        engine = DecisionEngine(node, Ports(node, store, engines, acted, events), FAST)
+        engine = DecisionEngine(node, Ports(node, store, engines, acted, events), settings)
         engine.consensus_view(set(NODES), set(NODES), "n1")
         engine.peers_listed(dict.fromkeys(NODES, 1000.0))
         engines[node] = engine
@@ -171,5 +175,89 @@ async def test_knowledge_of_a_failing_action_changes_the_next_plan() -> None:
 
     assert record.action == "wait"
     assert record.ranking == ["wait", "restart-services"]
+    for engine in engines.values():
+        await engine.close()
+
+
+def fl_round(
+    number: int, *, selected: list[str], refused: tuple[str, ...] = (), missed: tuple[str, ...] = ()
+) -> FlRoundMetrics:
+    """Round ``number`` of job j1 on n1 at ``10 * number``: the selected trainers took part,
+    but for those whose update was refused and those that missed the deadline."""
+    participants = [n for n in selected if n not in refused and n not in missed]
+    return FlRoundMetrics(
+        job_id="j1",
+        coordinator="n1",
+        round=number,
+        version=number,
+        accuracy=0.9,
+        loss=0.3,
+        participants=participants,
+        weights={n: 1 / len(participants) for n in participants},
+        link_quality=dict.fromkeys(participants, 1.0),
+        examples=dict.fromkeys(participants, 100),
+        rejected=dict.fromkeys(refused, "update has non-finite values"),
+        selected=selected,
+        bytes_down=0,
+        bytes_up=0,
+        wall_s=5.0,
+        at=10.0 * number,
+    )
+
+
+async def every_host_sees(engines: dict[str, DecisionEngine], metrics: FlRoundMetrics) -> None:
+    for engine in engines.values():
+        await engine.on_fl_round(metrics)
+
+
+def logged(store: Store) -> list[DecisionRecord]:
+    return [DecisionRecord.model_validate_json(d.record) for d in store.log]
+
+
+async def test_a_trainer_refused_in_three_rounds_is_excluded_by_one_decision() -> None:
+    engines, store, acted = mesh(NODES, replace(FAST, outcome_s=60.0))
+    for number in (1, 2, 3):
+        await every_host_sees(engines, fl_round(number, selected=NODES, refused=("n5",)))
+
+    await eventually(lambda: acted, within=10)
+    [record] = acted
+    assert (record.action, record.target) == ("exclude-trainer", "n5")
+    assert record.key == "trainer-failing/n5/10.000000"
+    assert record.proposer != "n5"  # the trainer's own host leaves it to the others
+    assert sum(v.approve for v in record.votes) >= record.quorum == 3
+    assert [e.at for e in record.anomaly.evidence] == [10.0, 20.0, 30.0]
+    assert all("refused the update of n5" in e.what for e in record.anomaly.evidence)
+
+    await every_host_sees(engines, fl_round(4, selected=NODES[:4]))  # n5 is left out
+
+    await eventually(lambda: len(store.log) == 2, within=10)
+    assert [d.idempotency_key for d in store.log] == [record.key, f"outcome/{record.key}"]
+    assert logged(store)[-1].outcome == "cleared"
+    knowledge = json.loads(store.get("decision/knowledge").value or "{}")
+    assert knowledge == {"trainer-failing": {"exclude-trainer": [1, 1]}}
+    assert len(acted) == 1
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_rounds_a_trainer_took_part_in_or_missed_the_deadline_of_are_no_failures() -> None:
+    engines, _, acted = mesh(NODES, replace(FAST, outcome_s=60.0))
+    rounds = [
+        fl_round(1, selected=NODES, refused=("n5",)),
+        fl_round(2, selected=NODES),  # took part
+        fl_round(3, selected=NODES, missed=("n5",)),  # behind a slow link, perhaps
+        fl_round(4, selected=NODES, refused=("n5",)),
+        fl_round(5, selected=NODES, missed=("n5",)),
+    ]
+    for metrics in rounds:
+        await every_host_sees(engines, metrics)
+    assert not any(e.situation.failing_trainers for e in engines.values())
+
+    await every_host_sees(engines, fl_round(6, selected=NODES, refused=("n5",)))
+
+    await eventually(lambda: acted, within=10)
+    [record] = acted
+    assert record.key == "trainer-failing/n5/10.000000"
+    assert [e.at for e in record.anomaly.evidence] == [10.0, 40.0, 60.0]
     for engine in engines.values():
         await engine.close()

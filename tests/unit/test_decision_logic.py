@@ -153,3 +153,18 @@ def test_an_action_on_a_host_that_the_voter_sees_healthy_is_refused() -> None:
 
     assert not judge(restart, witness).approve
     assert judge(plan(bad_link, KnowledgeBase()), witness).approve  # move leadership: fine
+
+
+def test_excluding_a_trainer_is_approved_only_by_a_voter_that_saw_its_updates_refused() -> None:
+    witness = situation("n3")
+    found = [witness.trainer_failed("n5", at, "n1 refused the update of n5") for at in (1, 2, 3)]
+    failing = found[-1]
+    assert found[:2] == [None, None]
+    assert failing is not None
+    proposal = plan(failing, KnowledgeBase())
+    assert (proposal.action, proposal.target) == ("exclude-trainer", "n5")
+
+    assert judge(proposal, witness).approve
+    assert not judge(proposal, situation("n4")).approve  # no refusal seen: n5 is healthy there
+    witness.trainer_recovered("n5")
+    assert not judge(proposal, witness).approve

@@ -1053,6 +1053,14 @@ FL_OBJECTS = CONTRACT.shared_store(
 )
 FL_LEASE_PREFIX = "fl/job/"
 """Consensus lease ``fl/job/<id>/coordinator``: the one active coordinator of a job."""
+FL_EXCLUDED_PREFIX = "fl/excluded/"
+"""Consensus key ``fl/excluded/<node>``: while it holds a value, no coordinator selects host
+``<node>`` as a trainer. The decision service's ``exclude-trainer`` action holds it as a lease
+(holder :data:`FL_EXCLUSION_HOLDER`) for ``DECISION_EXCLUDE_TTL_S``, so the host trains again
+once the lease expires; a value put by hand excludes the host until it is deleted."""
+FL_EXCLUSION_HOLDER = DECISION_SERVICE
+"""The holder of the exclusion leases the decision service grants: any host's decision service
+extends an exclusion by granting it again."""
 
 JobId = Annotated[
     str,
@@ -1148,7 +1156,10 @@ class FlRoundMetrics(Message):
     examples: dict[str, int] = Field(description="Examples each participant trained on.")
     staleness: dict[str, int] = Field(default_factory=dict, description="Buffered mode.")
     rejected: dict[str, str] = Field(default_factory=dict, description="Refused, and why.")
-    selected: list[Annotated[str, NodeId]] = Field(max_length=1000)
+    selected: list[Annotated[str, NodeId]] = Field(
+        max_length=1000,
+        description="The trainers asked; never a host excluded under `fl/excluded/<node>`.",
+    )
     bytes_down: int = Field(ge=0, description="Adapter bytes sent to trainers.")
     bytes_up: int = Field(ge=0, description="Update bytes received from trainers.")
     wall_s: float = Field(ge=0, description="Seconds from announcement to aggregate.")

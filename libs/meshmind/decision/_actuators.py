@@ -8,7 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 from meshmind.bus import ServiceError, get_logger
-from meshmind.bus.protocol import ConsensusStatus, DecisionRecord, MemberChange
+from meshmind.bus.protocol import (
+    FL_EXCLUSION_HOLDER,
+    ConsensusStatus,
+    DecisionRecord,
+    LeaseRequest,
+    LeaseState,
+    MemberChange,
+)
+from meshmind.federation import exclusion_key
 
 _log = get_logger(__name__)
 
@@ -25,6 +33,8 @@ class ConsensusControl(Protocol):
     async def transfer(self, leader: str, to: str) -> ConsensusStatus: ...
 
     async def change(self, leader: str, change: MemberChange) -> ConsensusStatus: ...
+
+    async def lease(self, request: LeaseRequest) -> LeaseState: ...
 
 
 class LabControl(Protocol):
@@ -90,6 +100,7 @@ class Actuators:
         lab: LabControl | None = None,
         runner: CommandRunner | None = None,
         alive: Callable[[], set[str]] | None = None,
+        exclusion_ttl_s: float = 600.0,
         compose_project: str = "meshmind",
         interface: str = "wlan0",
         batman: str = "bat0",
@@ -102,6 +113,7 @@ class Actuators:
         self.lab = lab
         self.runner = runner or SubprocessRunner()
         self.alive = alive
+        self.exclusion_ttl_s = exclusion_ttl_s
         self.compose_project = compose_project
         self.interface = interface
         self.batman = batman
@@ -118,7 +130,7 @@ class Actuators:
         if action == "promote-voter":
             return await self._promote(target)
         if action == "exclude-trainer":
-            return f"no federated job runs here: {target} recorded as excluded from training"
+            return await self._exclude(target)
         if action == "restart-services" and self.mode == "lab" and self.lab is not None:
             return await self.lab.restart_services(target)
         return await self._on_host(action, target)
@@ -177,6 +189,19 @@ class Actuators:
             raise ServiceError(503, "no leader to change the group")
         await self.consensus.change(status.leader, MemberChange(action="add-voter", node=target))
         return f"{target} promoted back to voter"
+
+    async def _exclude(self, target: str) -> str:
+        """Keep ``target`` out of every coordinator's trainer selection for a while: the lease
+        ``fl/excluded/<target>`` (granted again, it is extended)."""
+        key = exclusion_key(target)
+        request = LeaseRequest(
+            action="grant", key=key, holder=FL_EXCLUSION_HOLDER, ttl_s=self.exclusion_ttl_s
+        )
+        state = await self.consensus.lease(request)
+        if not state.ok:
+            by = f"held by {state.holder}" if state.holder else "set by hand"
+            return f"{target} is excluded from training already ({key} {by})"
+        return f"{target} excluded from training for {self.exclusion_ttl_s:g}s ({key})"
 
     async def _wait_leader(self, avoid: str, within_s: float = 5.0) -> ConsensusStatus:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,13 @@
-"""Analyse: turn membership, link and load observations into anomalies that carry their evidence."""
+"""Analyse: turn membership, link, load and training reports into anomalies with evidence."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from meshmind.bus.protocol import AnomalyKind, LinkState
+
+LINK_KINDS: frozenset[AnomalyKind] = frozenset({"link-degraded", "link-down", "voter-bad-link"})
+"""Anomalies of one directed link, ``source.target``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,8 @@ class Situation:
     links: dict[tuple[str, str], _Link] = field(default_factory=dict)
     voters: frozenset[str] = frozenset()
     _overloaded_since: dict[str, float] = field(default_factory=dict)
-    _trainer_failures: dict[str, list[float]] = field(default_factory=dict)
+    _trainer_failures: dict[str, list[Evidence]] = field(default_factory=dict)
+    _failing_trainers: set[str] = field(default_factory=set)
     _partitioned: set[str] = field(default_factory=set)
 
     def peer_joined(self, node: str, started_at: float) -> None:
@@ -115,22 +119,35 @@ class Situation:
         evidence = Evidence(self.node, f"{node} above {self.rules.overload_pct:g}% since", since)
         return Anomaly("host-overloaded", node, f"{since:.6f}", (evidence,))
 
-    def trainer_failed(self, node: str, at: float) -> Anomaly | None:
-        """A trainer failed a round; 'failing' after repeated failures within the window."""
+    def trainer_failed(self, node: str, at: float, what: str = "") -> Anomaly | None:
+        """A trainer failed a round at ``at``; 'failing' after repeated failures within the
+        window, keyed by the first of them, until :meth:`trainer_recovered`."""
+        failure = Evidence(self.node, what or f"trainer {node} failed", at)
         recent = self._trainer_failures.get(node, [])
-        window = [t for t in recent if at - t <= self.rules.trainer_window_s]
-        window.append(at)
+        window = [e for e in recent if at - e.at <= self.rules.trainer_window_s]
+        window = sorted([*window, failure], key=lambda e: e.at)
         self._trainer_failures[node] = window
         if len(window) < self.rules.trainer_failures:
             return None
-        evidence = tuple(Evidence(self.node, f"trainer {node} failed", t) for t in window)
-        return Anomaly("trainer-failing", node, f"{window[0]:.6f}", evidence)
+        self._failing_trainers.add(node)
+        onset = tuple(window[: self.rules.trainer_failures])
+        return Anomaly("trainer-failing", node, f"{window[0].at:.6f}", onset)
+
+    def trainer_recovered(self, node: str) -> None:
+        """A round went by without a failure of ``node``: it is failing no more (its earlier
+        failures still count towards the next anomaly while they are in the window)."""
+        self._failing_trainers.discard(node)
+
+    @property
+    def failing_trainers(self) -> frozenset[str]:
+        """The trainers failing now."""
+        return frozenset(self._failing_trainers)
 
     def holds(self, anomaly: Anomaly) -> bool:
         """Whether this host's own view still shows the anomaly."""
         if anomaly.kind == "host-gone":
             return anomaly.subject not in self.members
-        if anomaly.kind in ("link-degraded", "link-down", "voter-bad-link"):
+        if anomaly.kind in LINK_KINDS:
             source, target = anomaly.hosts
             link = self.links.get((source, target))
             return link is not None and link.state != "good"
@@ -138,13 +155,14 @@ class Situation:
             return self._partition_of(anomaly.subject, 0.0) is not None
         if anomaly.kind == "host-overloaded":
             return anomaly.subject in self._overloaded_since
-        return anomaly.subject in self._trainer_failures
+        return anomaly.subject in self._failing_trainers
 
     def sees_healthy(self, node: str) -> bool:
-        """Whether this host has its own evidence that ``node`` is fine: a member, and this
-        host's own link to it (when measured) not down."""
+        """Whether this host has its own evidence that ``node`` is fine: a member, this host's
+        own link to it (when measured) not down, and not failing as a trainer."""
         own = self.links.get((self.node, node))
-        return node in self.members and (own is None or own.state != "down")
+        reachable = own is None or own.state != "down"
+        return node in self.members and reachable and node not in self._failing_trainers
 
     def suspect(self, anomaly: Anomaly) -> str:
         """The host an anomaly most likely lies with: for a link, the end found in more bad

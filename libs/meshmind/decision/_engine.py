@@ -13,11 +13,13 @@ from typing import Protocol
 
 from meshmind.bus import ServiceError, get_logger
 from meshmind.bus.protocol import (
+    AnomalyKind,
     DecisionAck,
     DecisionEvent,
     DecisionEventKind,
     DecisionList,
     DecisionRecord,
+    FlRoundMetrics,
     KvCas,
     KvEntryInfo,
     KvWrite,
@@ -26,7 +28,7 @@ from meshmind.bus.protocol import (
     VoteReply,
     VoteRequest,
 )
-from meshmind.decision._anomalies import AnalysisRules, Anomaly, Situation
+from meshmind.decision._anomalies import LINK_KINDS, AnalysisRules, Anomaly, Situation
 from meshmind.decision._knowledge import KnowledgeBase
 from meshmind.decision._planning import Plan, Vote, judge, plan
 from meshmind.decision._wire import (
@@ -44,6 +46,9 @@ from meshmind.decision._wire import (
 _log = get_logger(__name__)
 
 KNOWLEDGE_CAS_ATTEMPTS = 20
+MAX_EVIDENCE_TEXT = 512
+SEEN_ALIKE: frozenset[AnomalyKind] = frozenset({"host-gone", "trainer-failing"})
+"""Anomalies every host finds in the same events: proposed unless decided already."""
 
 
 class DecisionPorts(Protocol):
@@ -179,6 +184,25 @@ class DecisionEngine:
         for anomaly in specific or found:
             self.detected(anomaly)
 
+    async def on_fl_round(self, metrics: FlRoundMetrics) -> None:
+        """A round's aggregate from any coordinator (every host receives the same ones).
+
+        A trainer whose update the coordinator refused failed the round; one that missed the
+        deadline did not (a slow link is the link anomalies' business, not the trainer's). A
+        failing trainer that took part, or was not asked (it was excluded), recovered. The
+        trainer's own host leaves the proposal to the others."""
+        for node in self.situation.failing_trainers - set(metrics.rejected):
+            if node in metrics.participants or node not in metrics.selected:
+                self.situation.trainer_recovered(node)
+        for node, reason in sorted(metrics.rejected.items()):
+            what = (
+                f"{metrics.coordinator} refused the update of {node} in round {metrics.round} "
+                f"of job {metrics.job_id}: {reason}"
+            )
+            anomaly = self.situation.trainer_failed(node, metrics.at, what[:MAX_EVIDENCE_TEXT])
+            if anomaly is not None and node != self.node:
+                self.detected(anomaly)
+
     # --- analyse, plan, agree ------------------------------------------------------------------
 
     def detected(self, anomaly: Anomaly) -> None:
@@ -206,13 +230,13 @@ class DecisionEngine:
         task.add_done_callback(self._tasks.discard)
 
     async def _propose_detected(self, anomaly: Anomaly) -> None:
-        if anomaly.kind in ("link-degraded", "link-down", "voter-bad-link"):
+        if anomaly.kind in LINK_KINDS:
             await asyncio.sleep(self.settings.settle_s)
         await asyncio.sleep(self._stagger(anomaly))
         if not self.situation.holds(anomaly):
             _log.info("decision.anomaly_cleared", key=anomaly.key)
             return
-        if anomaly.kind == "host-gone":
+        if anomaly.kind in SEEN_ALIKE:
             existing = await self.ports.get(ANOMALY_PREFIX + anomaly.key)
             if existing.value is None:
                 await self.decide(anomaly, self.settings.detect_deadline_s)

@@ -1,9 +1,10 @@
 """Federated learning on the mesh, without torch: trainer selection, object names, host data.
 
 What a coordinator or trainer needs before any model exists: which hosts should train
-(:func:`select_trainers`, by link quality and load), where a job's adapters and checkpoints
-live in the hub's object store, and where a host's data is (:class:`FlHostSettings`). The
-services import this at start and load :mod:`meshmind.fl` (torch) only when work arrives.
+(:func:`select_trainers`, by link quality and load, leaving out the hosts excluded under
+:func:`exclusion_key`), where a job's adapters and checkpoints live in the hub's object store,
+and where a host's data is (:class:`FlHostSettings`). The services import this at start and
+load :mod:`meshmind.fl` (torch) only when work arrives.
 """
 
 from meshmind.federation._hosts import HostData, host_data
@@ -16,6 +17,7 @@ from meshmind.federation._objects import (
 from meshmind.federation._selection import (
     Candidate,
     MeasuredLink,
+    exclusion_key,
     host_link_quality,
     link_qualities,
     select_trainers,
@@ -28,6 +30,7 @@ __all__ = [
     "HostData",
     "MeasuredLink",
     "checkpoint_object",
+    "exclusion_key",
     "global_object",
     "host_data",
     "host_link_quality",

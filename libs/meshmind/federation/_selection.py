@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from meshmind.bus.protocol import FL_EXCLUDED_PREFIX
 
 UNREACHABLE = 0.05
 """A host whose links score below this is not asked to train: its update would not arrive."""
@@ -49,12 +51,21 @@ def link_qualities(links: Iterable[MeasuredLink], nodes: Iterable[str]) -> dict[
     return qualities
 
 
+def exclusion_key(node: str) -> str:
+    """The consensus key that keeps ``node`` out of training while it has a value."""
+    return f"{FL_EXCLUDED_PREFIX}{node}"
+
+
 def select_trainers(
-    candidates: Sequence[Candidate], count: int, quality: Mapping[str, float]
+    candidates: Sequence[Candidate],
+    count: int,
+    quality: Mapping[str, float],
+    excluded: Collection[str] = (),
 ) -> list[str]:
     """Up to ``count`` candidates, best first: link quality minus a load penalty, ties by id.
 
-    Hosts whose links score below :data:`UNREACHABLE` are left out.
+    Hosts whose links score below :data:`UNREACHABLE` are left out, and so are the hosts in
+    ``excluded`` (those the consensus store excludes from training, :func:`exclusion_key`).
     """
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -64,5 +75,7 @@ def select_trainers(
         load = min(max(candidate.cpu_pct, 0.0), 100.0) / 100.0
         return (-(link - LOAD_PENALTY * load), candidate.node)
 
-    usable = [c for c in candidates if quality.get(c.node, 1.0) >= UNREACHABLE]
+    usable = [
+        c for c in candidates if quality.get(c.node, 1.0) >= UNREACHABLE and c.node not in excluded
+    ]
     return [c.node for c in sorted(usable, key=merit)[:count]]

@@ -49,6 +49,13 @@ class DecisionSettings(BaseSettings):
         alias="SWEEP_RETRANSMIT_S",
         description="A sweep message without a receipt is sent again after this long.",
     )
+    exclude_ttl_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        alias="DECISION_EXCLUDE_TTL_S",
+        description="A trainer excluded for failing rounds is selected again after this long.",
+    )
     compose_project: str = Field(default="meshmind", alias="COMPOSE_PROJECT_NAME")
     mesh_interface: str = Field(
         default="wlan0",

@@ -24,6 +24,7 @@ from meshmind.bus import (
 from meshmind.bus.protocol import (
     CONSENSUS_CAS,
     CONSENSUS_GET,
+    CONSENSUS_LEASE,
     CONSENSUS_LOG,
     CONSENSUS_MEMBERS,
     CONSENSUS_PROPOSE,
@@ -37,6 +38,7 @@ from meshmind.bus.protocol import (
     DECISION_SWEEP,
     DECISION_VOTE,
     DISCOVERY_PEERS,
+    FL_METRICS,
     HEALTH_HOST,
     LAB_SERVICES_RESTART,
     LINK_CHANGES,
@@ -59,6 +61,8 @@ from meshmind.bus.protocol import (
     KvKey,
     KvPut,
     KvWrite,
+    LeaseRequest,
+    LeaseState,
     MemberChange,
     NodeRef,
     PeerQuery,
@@ -148,25 +152,26 @@ class BusPorts:
 
 
 class BusConsensusControl:
-    """The consensus endpoints the actuators use: status here, changes at the leader."""
+    """The consensus endpoints the actuators use: status and leases here, changes at the
+    leader."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
     async def status(self) -> ConsensusStatus:
-        node = self.bus.node_id
-        return await self.bus.request(CONSENSUS_STATUS, Empty(), timeout=STORE_TIMEOUT_S, node=node)
+        return await self._at(self.bus.node_id, CONSENSUS_STATUS, Empty())
 
     async def transfer(self, leader: str, to: str) -> ConsensusStatus:
-        request = TransferRequest(to=to)
-        return await self.bus.request(
-            CONSENSUS_TRANSFER, request, timeout=STORE_TIMEOUT_S, node=leader
-        )
+        return await self._at(leader, CONSENSUS_TRANSFER, TransferRequest(to=to))
 
     async def change(self, leader: str, change: MemberChange) -> ConsensusStatus:
-        return await self.bus.request(
-            CONSENSUS_MEMBERS, change, timeout=STORE_TIMEOUT_S, node=leader
-        )
+        return await self._at(leader, CONSENSUS_MEMBERS, change)
+
+    async def lease(self, request: LeaseRequest) -> LeaseState:
+        return await self._at(self.bus.node_id, CONSENSUS_LEASE, request)
+
+    async def _at(self, node: str, spec: EndpointSpec[Q, R], request: Q) -> R:
+        return await self.bus.request(spec, request, timeout=STORE_TIMEOUT_S, node=node)
 
 
 class BusLabControl:
@@ -218,6 +223,7 @@ class Decision:
             self.consensus,
             lab=BusLabControl(bus) if settings.actuators == "lab" else None,
             alive=lambda: set(self.engine.situation.members),
+            exclusion_ttl_s=settings.exclude_ttl_s,
             compose_project=settings.compose_project,
             interface=settings.mesh_interface,
             batman=settings.batman_iface,
@@ -301,6 +307,7 @@ async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
     kit.endpoint(DECISION_SWEEP, decision.sweep, node=node)
     await kit.subscribe(PEER_CHANGES, decision.engine.on_peer_change, observer=node)
     await kit.subscribe(LINK_CHANGES, decision.engine.on_link_change)
+    await kit.subscribe(FL_METRICS, decision.engine.on_fl_round)
     await kit.subscribe(SWEEP_WORK, decision.sweeper.on_work, recipient=node)
     await kit.subscribe(SWEEP_SIGNALS, decision.sweeper.on_signal, recipient=node)
     await kit.subscribe(SWEEP_RECEIPTS, decision.sweeper.on_receipt, recipient=node)

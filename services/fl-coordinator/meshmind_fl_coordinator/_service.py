@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from meshmind import __version__
 from meshmind.bus import Bus, BusError, ServiceError, ServiceKit, background, get_logger, run
 from meshmind.bus.protocol import (
+    CONSENSUS_GET,
     DISCOVERY_PEERS,
     FL_COORDINATOR_SERVICE,
     FL_JOB_EVENTS,
@@ -27,6 +28,7 @@ from meshmind.bus.protocol import (
     FlJobStatus,
     FlUpdateReport,
     JobState,
+    KvKey,
     LinkChange,
     PeerQuery,
 )
@@ -34,6 +36,7 @@ from meshmind.federation import (
     Candidate,
     HostData,
     MeasuredLink,
+    exclusion_key,
     link_qualities,
     select_trainers,
 )
@@ -54,6 +57,7 @@ DISCOVERY_TIMEOUT_S = 3.0
 LINKS_REREAD_S = 5.0
 """How often the whole ``mesh-links`` bucket is read again (link events arrive in between)."""
 HUB_READ_TIMEOUT_S = 3.0
+CONSENSUS_READ_TIMEOUT_S = 3.0
 
 
 class Coordinator:
@@ -71,6 +75,8 @@ class Coordinator:
         self.sessions: dict[tuple[str, int], TaskSession] = {}
         self.links: dict[tuple[str, str], MeasuredLink] = {}
         self.candidates: list[Candidate] = []
+        self.excluded: frozenset[str] = frozenset()
+        """The hosts the consensus store kept out of training at the last selection."""
         self.links_read_at = -LINKS_REREAD_S
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -111,7 +117,33 @@ class Coordinator:
             except (BusError, TimeoutError) as error:
                 _log.info("links.unread", error=str(error) or "timeout")
         nodes = [c.node for c in self.candidates]
-        return select_trainers(self.candidates, count, self.qualities(nodes))
+        excluded = await self.exclusions(nodes)
+        return select_trainers(self.candidates, count, self.qualities(nodes), excluded)
+
+    async def exclusions(self, nodes: Sequence[str]) -> frozenset[str]:
+        """The hosts among ``nodes`` excluded from training now (``fl/excluded/<node>`` in the
+        consensus store), read at every selection: a round chosen after an exclusion was
+        committed leaves the host out. While consensus does not answer, the last answer."""
+        try:
+            entries = await asyncio.gather(
+                *(
+                    self.bus.request(
+                        CONSENSUS_GET,
+                        KvKey(key=exclusion_key(node)),
+                        timeout=CONSENSUS_READ_TIMEOUT_S,
+                        node=self.node,
+                    )
+                    for node in nodes
+                )
+            )
+        except BusError as error:
+            _log.info("exclusions.unread", error=str(error))
+            return self.excluded
+        excluded = frozenset(n for n, e in zip(nodes, entries, strict=True) if e.value is not None)
+        if excluded != self.excluded:
+            _log.info("exclusions.changed", excluded=sorted(excluded))
+        self.excluded = excluded
+        return excluded
 
     def qualities(self, nodes: Sequence[str]) -> dict[str, float]:
         return link_qualities(self.links.values(), nodes)
