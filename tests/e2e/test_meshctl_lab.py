@@ -27,14 +27,19 @@ from meshmind.lab._state import pid_alive
 from tests.kit.stubborn import READY
 
 
-def meshctl(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def meshctl(
+    run_dir: Path, *args: str, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """meshctl as an operator runs it: against the lab's hub, or with ``env`` (``NATS_URL``,
+    ``NODE_ID``) as on a host."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "NODE_ID")}
     return subprocess.run(
         [sys.executable, "-m", "meshmind.ctl", *args, "--run-dir", str(run_dir)],
         capture_output=True,
         text=True,
         timeout=90,
         check=check,
-        env={k: v for k, v in os.environ.items() if k != "NATS_URL"},
+        env=inherited | env,
     )
 
 
@@ -250,6 +255,13 @@ def test_peers_and_links_of_a_lab_with_services(tmp_path: Path) -> None:
         assert peers["observer"] == "n2"
         assert not peers["stale"]
         assert all(p["services"] == sorted(EVERY_SERVICE) for p in peers["peers"])
+
+        # On host n2, against its own leaf, where only n2's reply inbox is permitted.
+        leaf = {
+            h["node"]: h["leaf_url"] for h in as_json(meshctl(run_dir, "status", "--json"))["hosts"]
+        }
+        on_host = meshctl(run_dir, "peers", "--json", NATS_URL=leaf["n2"], NODE_ID="n2")
+        assert [p["node"] for p in as_json(on_host)["peers"]] == ["n1", "n2", "n3"]
 
         links: list[dict[str, Any]] = []
         while time.monotonic() < deadline:

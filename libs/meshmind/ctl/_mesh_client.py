@@ -71,14 +71,18 @@ def _is_word(arg: str) -> bool:
 
 
 def with_bus(
-    url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0, node: str = "meshctl"
+    url: str, work: Callable[[Bus], Awaitable[T]], *, timeout: float = 5.0, node: str | None = None
 ) -> T:
     """Connect to ``url``, run ``work``, close; connection failures become a :class:`CtlError`.
+
+    It connects as ``node``, else as this host (``NODE_ID``), else as ``meshctl``: on a host's
+    own leaf only that host's reply inbox is permitted.
 
     The whole of it is one span named after the command, the root of every message ``work``
     sends; it is exported as the ``OTEL_*`` variables say, within :data:`TRACE_FLUSH_S`.
     """
-    settings = BusSettings(node_id=node, nats_url=url, log_level="error", log_format="console")
+    identity = node or os.environ.get("NODE_ID") or "meshctl"
+    settings = BusSettings(node_id=identity, nats_url=url, log_level="error", log_format="console")
 
     @traced(command_name())
     async def connected() -> T:
