@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
+from meshmind.federation import HostData
 from meshmind.fl import (
     AdapterCorrupt,
     DigitsTask,
@@ -16,6 +17,7 @@ from meshmind.fl import (
     Krum,
     Params,
     Strategy,
+    TaskSession,
     TrimmedMean,
     Update,
     UpdateRejected,
@@ -26,6 +28,7 @@ from meshmind.fl import (
     load_trainable,
     register_task,
     task_names,
+    task_options,
     trainable_params,
     validate_update,
 )
@@ -88,6 +91,18 @@ def test_hosts_hold_disjoint_label_skewed_shares(task: DigitsTask) -> None:
         assert max(counts.values()) / len(share) > 0.2
     again = task.local_data(2, HOSTS, PARTITION_SEED).train
     assert torch.equal(again.labels, shares[2].labels)
+
+
+def test_a_job_sets_the_label_skew_of_the_hosts_shares() -> None:
+    def largest_class_share(label_skew: float | None) -> float:
+        session = TaskSession("digits", PARTITION_SEED, HostData(0, HOSTS), label_skew)
+        counts = Counter(session.data().train.labels.tolist())
+        return max(counts.values()) / sum(counts.values())
+
+    assert largest_class_share(None) > 0.2  # the task's own skew (0.5)
+    assert largest_class_share(1000.0) < 0.13  # near even: 10 classes of about 10 % each
+    with pytest.raises(ValueError, match="label_skew applies to digits"):
+        task_options("minilm-text", HostData(0, HOSTS), 5.0)
 
 
 def test_training_centrally_reaches_95_percent(task: DigitsTask) -> None:

@@ -1098,6 +1098,13 @@ class FlJobSpec(Message):
     lr: float = Field(default=1e-2, gt=0, le=10, description="Local learning rate.")
     proximal_mu: float = Field(default=0.01, gt=0, le=100, description="FedProx's mu.")
     seed: int = Field(default=0, ge=0, description="Model and partition seed.")
+    label_skew: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Dirichlet concentration of the hosts' shares of a packaged data set "
+        "(digits): small is skewed, large near even; none: the task's own (digits: 0.5).",
+    )
     max_update_norm: float = Field(
         default=20.0, gt=0, description="Updates further than this from the global are refused."
     )
@@ -1123,6 +1130,7 @@ class FlRoundAnnouncement(Message):
     lr: float = Field(gt=0)
     proximal_mu: float = Field(ge=0, description="0: no proximal term.")
     seed: int = Field(ge=0)
+    label_skew: float | None = Field(default=None, gt=0, le=10_000, description="As the job's.")
     max_update_norm: float = Field(gt=0)
 
 

@@ -136,6 +136,10 @@ def start(
     epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 2,
     lr: Annotated[float, typer.Option(help="Local learning rate.")] = 1e-2,
     seed: Annotated[int, typer.Option(min=0, help="Model and partition seed.")] = 0,
+    label_skew: Annotated[
+        float | None,
+        typer.Option(help="Dirichlet label skew of the hosts' shares (digits): small is skewed."),
+    ] = None,
     job_id: Annotated[str | None, typer.Option("--job-id", help="Default: generated.")] = None,
     node: Node = None,
     url: Url = None,
@@ -157,6 +161,7 @@ def start(
             epochs=epochs,
             lr=lr,
             seed=seed,
+            label_skew=label_skew,
         )
     except ValueError as error:
         raise _fail(str(error)) from None

@@ -11,22 +11,33 @@ from meshmind.federation import HostData
 from meshmind.fl._params import Params, load_trainable, trainable_params
 from meshmind.fl._task import LocalData, TrainResult, create_task
 
+SKEWED_TASKS = ("digits",)
+"""Tasks that split a packaged data set among the hosts, by a Dirichlet label skew."""
 
-def task_options(task: str, data: HostData) -> dict[str, Any]:
-    """What ``create_task`` needs besides the name: a text task reads the data directory."""
+
+def task_options(task: str, data: HostData, label_skew: float | None = None) -> dict[str, Any]:
+    """What ``create_task`` needs besides the name: a text task reads the data directory; a
+    task that splits a packaged data set takes the job's label skew, when it sets one."""
+    options: dict[str, Any] = {}
     if task == "minilm-text" and data.data_dir is not None:
-        return {"data_dir": data.data_dir}
-    return {}
+        options["data_dir"] = data.data_dir
+    if label_skew is not None:
+        if task not in SKEWED_TASKS:
+            raise ValueError(f"label_skew applies to {', '.join(SKEWED_TASKS)}, not {task!r}")
+        options["alpha"] = label_skew
+    return options
 
 
 class TaskSession:
     """One task's model on this host, built from the job's seed, reused round after round."""
 
-    def __init__(self, task: str, seed: int, data: HostData) -> None:
+    def __init__(
+        self, task: str, seed: int, data: HostData, label_skew: float | None = None
+    ) -> None:
         self.task_name = task
         self.seed = seed
         self.host = data
-        self.task = create_task(task, **task_options(task, data))
+        self.task = create_task(task, **task_options(task, data, label_skew))
         self.model = self.task.build_model(seed)
         self.initial: Params = trainable_params(self.model)
         self._data: LocalData | None = None

@@ -171,6 +171,7 @@ class JobRun:
             lr=self.spec.lr,
             proximal_mu=self.strategy.proximal_mu,
             seed=self.spec.seed,
+            label_skew=self.spec.label_skew,
             max_update_norm=self.spec.max_update_norm,
         )
         await self.bus.publish(FL_ROUNDS, announcement, coordinator=self.node)

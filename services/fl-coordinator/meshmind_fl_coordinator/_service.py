@@ -72,7 +72,7 @@ class Coordinator:
         self.known: dict[str, JobState] = {}
         self.active: dict[str, JobRun] = {}
         self.drivers: dict[str, asyncio.Task[None]] = {}
-        self.sessions: dict[tuple[str, int], TaskSession] = {}
+        self.sessions: dict[tuple[str, int, float | None], TaskSession] = {}
         self.links: dict[tuple[str, str], MeasuredLink] = {}
         self.candidates: list[Candidate] = []
         self.excluded: frozenset[str] = frozenset()
@@ -167,13 +167,13 @@ class Coordinator:
         else:
             self.known.setdefault(event.job_id, "running")
 
-    def session(self, task: str, seed: int) -> TaskSession:
-        """The task's model on this host (built once; the first call loads torch)."""
+    def session(self, spec: FlJobSpec) -> TaskSession:
+        """The job's task model on this host (built once; the first call loads torch)."""
         from meshmind.fl import TaskSession
 
-        key = (task, seed)
+        key = (spec.task, spec.seed, spec.label_skew)
         if key not in self.sessions:
-            self.sessions[key] = TaskSession(task, seed, self.data)
+            self.sessions[key] = TaskSession(spec.task, spec.seed, self.data, spec.label_skew)
         return self.sessions[key]
 
     # --- endpoints ---------------------------------------------------------------------------
@@ -195,7 +195,11 @@ class Coordinator:
                 raise ServiceError(409, f"job {job_id} exists")
             if not await lease.ask("grant"):
                 raise ServiceError(503, f"cannot take the lease of job {job_id} now")
-            session = await asyncio.to_thread(self.session, spec.task, spec.seed)
+            try:
+                session = await asyncio.to_thread(self.session, spec)
+            except ValueError as error:
+                await lease.ask("release")
+                raise ServiceError(400, str(error)) from None
             status, params = await new_job(store, spec, job_id, self.node, session)
         except ServiceError:
             raise
@@ -312,7 +316,7 @@ class Coordinator:
                 await lease.ask("release")
                 return
             params = await resumed_params(store, status)
-            session = await asyncio.to_thread(self.session, status.spec.task, status.spec.seed)
+            session = await asyncio.to_thread(self.session, status.spec)
         except (BusError, KeyError, AdapterCorrupt) as error:
             _log.warning("job.resume_failed", job=job_id, error=str(error))
             await lease.ask("release")

@@ -39,12 +39,12 @@ class Workbench:
 
     data: HostData
     fault: Literal["none", "nan", "scale"] = "none"
-    sessions: dict[tuple[str, int], TaskSession] = field(default_factory=dict)
+    sessions: dict[tuple[str, int, float | None], TaskSession] = field(default_factory=dict)
 
-    def session(self, task: str, seed: int) -> TaskSession:
-        key = (task, seed)
+    def session(self, task: str, seed: int, label_skew: float | None = None) -> TaskSession:
+        key = (task, seed, label_skew)
         if key not in self.sessions:
-            self.sessions[key] = TaskSession(task, seed, self.data)
+            self.sessions[key] = TaskSession(task, seed, self.data, label_skew)
         return self.sessions[key]
 
     def train(self, work: FlRoundAnnouncement, adapter: bytes) -> Trained:
@@ -54,7 +54,7 @@ class Workbench:
             global_params = decode_adapter(adapter, work.sha256)
         except AdapterCorrupt as error:
             raise Withheld(f"global adapter: {error}") from None
-        session = self.session(work.task, work.seed)
+        session = self.session(work.task, work.seed, work.label_skew)
         params, result = session.train(
             global_params, epochs=work.epochs, lr=work.lr, proximal_mu=work.proximal_mu
         )

@@ -1,0 +1,46 @@
+"""The trainer's workbench trains a round on the share the job's label skew gives this host."""
+
+from __future__ import annotations
+
+import time
+
+from meshmind_fl_trainer._work import Workbench
+
+from meshmind.bus.protocol import FlRoundAnnouncement
+from meshmind.federation import HostData
+from meshmind.fl import TaskSession, encode_adapter
+
+HOST = HostData(1, 5)
+
+
+def announcement(label_skew: float | None) -> tuple[FlRoundAnnouncement, bytes]:
+    blob = encode_adapter(TaskSession("digits", 0, HOST).initial)
+    work = FlRoundAnnouncement(
+        job_id="j",
+        coordinator="n1",
+        round=1,
+        version=0,
+        task="digits",
+        adapter="jobs/j/global/0",
+        sha256=blob.sha256,
+        deadline=time.time() + 60,
+        trainers=["n2"],
+        epochs=1,
+        lr=1e-2,
+        proximal_mu=0.0,
+        seed=0,
+        label_skew=label_skew,
+        max_update_norm=20.0,
+    )
+    return work, blob.data
+
+
+def test_a_round_trains_on_the_share_of_the_jobs_label_skew() -> None:
+    bench = Workbench(HOST)
+    for label_skew in (None, 1000.0):
+        work, adapter = announcement(label_skew)
+        share = TaskSession("digits", 0, HOST, label_skew).data().train
+        assert bench.train(work, adapter).examples == len(share)
+    assert len(TaskSession("digits", 0, HOST, 1000.0).data().train) != len(
+        TaskSession("digits", 0, HOST).data().train
+    )
