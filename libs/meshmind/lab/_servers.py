@@ -10,6 +10,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -224,7 +225,9 @@ async def wait_healthy(
     deadline = loop.time() + timeout
     last: object = None
     while loop.time() < deadline:
-        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+        # HTTPException: the port answered, but not in HTTP, as when another server's client
+        # port took the monitor port this one was given (its log then says the port is taken)
+        with contextlib.suppress(OSError, ValueError, urllib.error.URLError, HTTPException):
             last = await http_json(f"{monitor_url}/healthz")
             if isinstance(last, dict) and last.get("status") == "ok":
                 return
