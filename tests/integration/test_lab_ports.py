@@ -25,60 +25,51 @@ def taken_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def test_a_server_that_cannot_bind_its_port_fails_at_once_with_its_log(
-    tmp_path: Path, taken_port: int
-) -> None:
-    (monitor,) = free_ports(1)
+async def leaf_start_failure(tmp_path: Path, ports: ServerPorts) -> ServerExited:
+    """How a leaf given ``ports`` fails while the lab waits for its monitor port."""
     conf = tmp_path / "leaf.conf"
-    conf.write_text(
-        leaf_config("n1", ServerPorts(taken_port, monitor), "nats-leaf://127.0.0.1:1", tmp_path)
-    )
+    conf.write_text(leaf_config("n1", ports, "nats-leaf://127.0.0.1:1", tmp_path))
     server = LocalRunner().server("n1", conf, tmp_path / "leaf.log")
     await server.start()
     try:
         with pytest.raises(ServerExited) as exited:
             await wait_healthy(
-                f"http://127.0.0.1:{monitor}",
+                f"http://127.0.0.1:{ports.monitor}",
                 timeout=60,
                 server=server,
                 log_path=tmp_path / "leaf.log",
             )
     finally:
         await server.stop()
-    assert exited.value.port_taken
-    assert str(taken_port) in str(exited.value)
+    return exited.value
+
+
+async def test_a_server_that_cannot_bind_its_port_fails_at_once_with_its_log(
+    tmp_path: Path, taken_port: int
+) -> None:
+    (monitor,) = free_ports(1)
+    exited = await leaf_start_failure(tmp_path, ServerPorts(taken_port, monitor))
+    assert exited.port_taken
+    assert str(taken_port) in str(exited)
 
 
 async def test_a_monitor_port_taken_by_another_servers_client_port_is_a_port_taken(
     tmp_path: Path,
 ) -> None:
     async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b'INFO {"server_name":"n1"}\r\n')  # what a NATS client port says first
+        writer.write(b'INFO {"server_name":"n2"}\r\n')  # what a NATS client port says first
         await writer.drain()
         writer.close()
 
     other = await asyncio.start_server(greet, "127.0.0.1", 0)
     nats_port = other.sockets[0].getsockname()[1]
     (client,) = free_ports(1)
-    conf = tmp_path / "leaf.conf"
-    conf.write_text(
-        leaf_config("n2", ServerPorts(client, nats_port), "nats-leaf://127.0.0.1:1", tmp_path)
-    )
-    server = LocalRunner().server("n2", conf, tmp_path / "leaf.log")
-    await server.start()
     try:
-        with pytest.raises(ServerExited) as exited:
-            await wait_healthy(
-                f"http://127.0.0.1:{nats_port}",
-                timeout=60,
-                server=server,
-                log_path=tmp_path / "leaf.log",
-            )
+        exited = await leaf_start_failure(tmp_path, ServerPorts(client, nats_port))
     finally:
-        await server.stop()
         other.close()
         await other.wait_closed()
-    assert exited.value.port_taken
+    assert exited.port_taken
 
 
 async def test_a_lab_whose_first_leaf_ports_are_taken_starts_on_new_ones(
