@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import flwr
-from tests.kit.fl import TRAINER, fl_lab, start_job, wait_for_rounds, wait_until_done
+from tests.kit.fl import (
+    TRAINER,
+    fedavg_in_process,
+    fl_lab,
+    start_job,
+    wait_for_rounds,
+    wait_until_done,
+)
 from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, percentile
@@ -24,12 +31,9 @@ from meshmind.bus.protocol import FL_STORE, FlJobSpec, FlJobStatus, LinkShape
 from meshmind.federation import HostData, MeasuredLink, host_link_quality, update_object
 from meshmind.fl import (
     MiniLMTextTask,
-    Received,
     TaskSession,
     adapter_size,
-    aggregate_round,
     encode_adapter,
-    make_strategy,
 )
 from meshmind.health import read_links
 from meshmind.lab import LocalMesh, free_ports, node_names
@@ -145,22 +149,6 @@ async def flower_run(run_dir: Path) -> FlowerRun:
     )
 
 
-def fast_hosts_only_accuracy() -> float:
-    """FedAvg over the hosts with good links alone, computed here: how far their data goes."""
-    fast = [i for i, node in enumerate(NODES) if node not in SLOW]
-    sessions = [TaskSession("digits", SEED, HostData(i, len(NODES))) for i in fast]
-    params = sessions[0].initial
-    for _ in range(ROUNDS):
-        received = []
-        for i, session in zip(fast, sessions, strict=True):
-            trained, result = session.train(params, epochs=EPOCHS, lr=LR, proximal_mu=0.0)
-            received.append(Received(NODES[i], trained, result.examples))
-        params = aggregate_round(
-            make_strategy("fedavg"), params, received, link_weighting=False, max_update_norm=20.0
-        ).params
-    return sessions[0].evaluate(params)["accuracy"]
-
-
 def time_to(status: FlJobStatus, target: float) -> float | None:
     """Seconds from the job's start to its first global adapter at ``target`` accuracy."""
     for metrics in status.history:
@@ -258,7 +246,8 @@ async def run() -> Report:
             baseline=minilm.model_bytes,
         )
     )
-    fast_only = fast_hosts_only_accuracy()
+    fast = [i for i, node in enumerate(NODES) if node not in SLOW]
+    fast_only = fedavg_in_process(fast, len(NODES), rounds=ROUNDS, epochs=EPOCHS, lr=LR, seed=SEED)
     with tempfile.TemporaryDirectory(prefix="bench-fl-") as tmp:
         flower = await flower_run(Path(tmp))
         async with fl_lab(Path(tmp) / "lab", NODES) as (mesh, bus):

@@ -7,31 +7,14 @@ from pathlib import Path
 import pytest
 
 from meshmind.bus.protocol import FlJobSpec, StrategyName
-from meshmind.federation import HostData
-from meshmind.fl import Received, TaskSession, aggregate_round, make_strategy
 from meshmind.lab import node_names
-from tests.kit.fl import fl_lab, start_job, wait_until_done
+from tests.kit.fl import fedavg_in_process, fl_lab, start_job, wait_until_done
 
 NODES = node_names(5)
 HONEST = ["n1", "n2", "n3"]
 ROUNDS = 3
 EPOCHS = 2
 LR = 1e-2
-
-
-def honest_only_accuracy() -> float:
-    """FedAvg over the honest hosts alone, computed here: what the job can at best keep."""
-    sessions = [TaskSession("digits", 0, HostData(i, len(NODES))) for i in range(len(HONEST))]
-    params = sessions[0].initial
-    for _ in range(ROUNDS):
-        received = []
-        for node, session in zip(HONEST, sessions, strict=True):
-            trained, result = session.train(params, epochs=EPOCHS, lr=LR, proximal_mu=0.0)
-            received.append(Received(node, trained, result.examples))
-        params = aggregate_round(
-            make_strategy("fedavg"), params, received, link_weighting=False, max_update_norm=20.0
-        ).params
-    return sessions[0].evaluate(params)["accuracy"]
 
 
 def spec(
@@ -56,7 +39,10 @@ def spec(
 async def test_faulty_updates_are_rejected_or_outvoted_and_accuracy_holds(
     tmp_path: Path,
 ) -> None:
-    reference = honest_only_accuracy()
+    # FedAvg over the honest hosts alone: what the job can at best keep
+    reference = fedavg_in_process(
+        range(len(HONEST)), len(NODES), rounds=ROUNDS, epochs=EPOCHS, lr=LR
+    )
     async with fl_lab(tmp_path / "lab", NODES, faults={"n4": "nan", "n5": "scale"}) as (_, bus):
         await start_job(bus, "n1", spec("krum", "krum", 1e9, min_updates=4))
         outvoted = await wait_until_done(bus, "krum", NODES, within=600)

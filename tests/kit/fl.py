@@ -19,6 +19,8 @@ from meshmind.bus.protocol import (
     FlJobSpec,
     FlJobStatus,
 )
+from meshmind.federation import HostData
+from meshmind.fl import Received, TaskSession, aggregate_round, make_strategy
 from meshmind.lab import LocalMesh, ServiceCommand, host_services
 from tests.kit.waiting import eventually, request_when_served
 
@@ -141,3 +143,21 @@ async def wait_until_done(
 ) -> FlJobStatus:
     """The job once its checkpoint says it ended."""
     return await wait_for_rounds(bus, job_id, 10**9, nodes, within=within)
+
+
+def fedavg_in_process(
+    shares: Sequence[int], hosts: int, *, rounds: int, epochs: int, lr: float, seed: int = 0
+) -> float:
+    """Digits FedAvg over the hosts holding ``shares`` (of ``hosts``), computed here with no
+    mesh: the test accuracy of the global adapter after ``rounds``."""
+    sessions = [TaskSession("digits", seed, HostData(i, hosts)) for i in shares]
+    params = sessions[0].initial
+    for _ in range(rounds):
+        received = []
+        for i, session in zip(shares, sessions, strict=True):
+            trained, result = session.train(params, epochs=epochs, lr=lr, proximal_mu=0.0)
+            received.append(Received(f"n{i + 1}", trained, result.examples))
+        params = aggregate_round(
+            make_strategy("fedavg"), params, received, link_weighting=False, max_update_norm=20.0
+        ).params
+    return sessions[0].evaluate(params)["accuracy"]
