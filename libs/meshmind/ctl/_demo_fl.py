@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from meshmind.bus import Bus, BusError
+from meshmind.bus import Bus, BusError, ServiceError
 from meshmind.bus.protocol import FL_START, FL_STATUS, FlJobQuery, FlJobSpec, FlJobStatus
-from meshmind.ctl._mesh_client import with_bus
+from meshmind.ctl._mesh_client import CtlError, with_bus
 
 DEMO_JOB = FlJobSpec(
     job_id="demo",
@@ -24,11 +25,24 @@ COORDINATORS = ("n1", "n2", "n3", "n5")
 """Who may hold the job: any coordinator that resumes it answers for it."""
 
 
+START_WITHIN_S = 120.0
+"""How long the demo asks again while the coordinator answers 503 (not started, try again)."""
+
+
 def start_job(hub_url: str, spec: FlJobSpec = DEMO_JOB) -> FlJobStatus:
-    """Start ``spec`` on n1's coordinator, as `meshctl fl start` would."""
+    """Start ``spec`` on n1's coordinator, as `meshctl fl start` would, asking again while
+    it answers that nothing started and to try again (the hub or consensus was slow)."""
 
     async def ask(bus: Bus) -> FlJobStatus:
-        return await bus.request(FL_START, spec, node="n1", timeout=120)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_WITHIN_S
+        while True:
+            try:
+                return await bus.request(FL_START, spec, node="n1", timeout=120)
+            except ServiceError as error:
+                if error.code != 503 or loop.time() > deadline:
+                    raise CtlError(f"n1's coordinator did not start the job: {error}") from None
+                await asyncio.sleep(1.0)
 
     return with_bus(hub_url, ask)
 
