@@ -7,12 +7,14 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kit.decision import DecisionLab, decision_lab
 from tests.kit.waiting import eventually
 
-from bench._report import Metric, Report
+from bench._report import Metric, Report, percentile
 from meshmind.bus import Bus, BusError, BusSettings, Empty, configure_logging
 from meshmind.bus.protocol import (
     CONSENSUS_STATUS,
@@ -32,25 +34,35 @@ from meshmind.lab import node_names
 CALLS = 200
 TIMEOUT_MS = 2000
 SWEEPS = 15
+FAILURE_TEXT = 160
 BENCH_ENV = {"DECISION_OUTCOME_S": "5", "LOG_LEVEL": "warning"}
 
 
-def percentile(values: list[float], share: float) -> float:
-    """The value below which ``share`` of ``values`` lie (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+@dataclass
+class Calls:
+    """The outcome of a series of make_decision calls."""
+
+    latencies: list[float] = field(default_factory=list)
+    """Of the calls that returned a committed decision."""
+    failures: Counter[str] = field(default_factory=Counter)
+    """Why the others did not, by the start of the error."""
+
+    def summary(self) -> str:
+        """The commonest failures, for a metric's note."""
+        common = "; ".join(f"{n} x {why}" for why, n in self.failures.most_common(3))
+        return f"failures: {common}" if common else "no failures"
 
 
 async def decide_many(
     lab: DecisionLab, callers: list[str], kind: AnomalyKind, subject: str, tag: str
-) -> tuple[list[float], int]:
+) -> Calls:
     """``CALLS`` make_decision calls, each a new occurrence, from the callers' own leaves in
-    turn: the latencies of those that returned a committed decision, and how many did."""
+    turn."""
     buses = [
         await Bus.connect(BusSettings(node_id=n, nats_url=lab.mesh.host(n).url), name="bench")
         for n in callers
     ]
-    latencies: list[float] = []
+    calls = Calls()
     try:
         for i in range(CALLS):
             bus = buses[i % len(buses)]
@@ -62,14 +74,17 @@ async def decide_many(
                 record = await bus.request(
                     DECISION_DECIDE, request, node=bus.node_id, timeout=TIMEOUT_MS / 1000 + 1
                 )
-            except BusError:
+            except BusError as error:
+                calls.failures[str(error)[:FAILURE_TEXT]] += 1
                 continue
-            if record.seq is not None:
-                latencies.append((time.perf_counter() - start) * 1000)
+            if record.seq is None:
+                calls.failures["a decision without a log entry"] += 1
+            else:
+                calls.latencies.append((time.perf_counter() - start) * 1000)
     finally:
         for bus in buses:
             await bus.close()
-    return latencies, len(latencies)
+    return calls
 
 
 async def leader_off(lab: DecisionLab, node: str) -> None:
@@ -88,8 +103,8 @@ async def five_hosts(run_dir: Path, report: Report) -> None:
         lab.mesh.host("n5").link.set_shape(LinkShape(delay_ms=150))
         await asyncio.sleep(8)
         await leader_off(lab, "n5")
-        latencies, ok = await decide_many(lab, nodes[:4], "link-degraded", "n1.n5", "up")
-        add_latency(report, latencies, ok, "", "no host down; n5's link 150 ms each way")
+        calls = await decide_many(lab, nodes[:4], "link-degraded", "n1.n5", "up")
+        add_latency(report, calls, "", "no host down; n5's link 150 ms each way")
 
         lab.mesh.host("n5").link.set_shape(LinkShape())
         await lab.mesh.kill("n5")
@@ -102,38 +117,32 @@ async def five_hosts(run_dir: Path, report: Report) -> None:
             return True
 
         await eventually(n5_gone_everywhere, within=30, every=0.5)
-        latencies, ok = await decide_many(lab, nodes[:4], "host-gone", "n5", "down")
-        add_latency(report, latencies, ok, "_one_host_down", "n5 killed (leaf and services)")
+        calls = await decide_many(lab, nodes[:4], "host-gone", "n5", "down")
+        add_latency(report, calls, "_one_host_down", "n5 killed (leaf and services)")
 
 
-def add_latency(report: Report, latencies: list[float], ok: int, suffix: str, note: str) -> None:
+def add_latency(report: Report, calls: Calls, suffix: str, note: str) -> None:
+    """The latency and success metrics of one series of calls."""
+    latencies = calls.latencies
+    note = f"{note}; {CALLS} calls; {calls.summary()}"
+    p50 = statistics.median(latencies) if latencies else float("inf")
+    success = len(latencies) / CALLS
     if not suffix:
         report.metrics += [
-            Metric(
-                "make_decision_p50_ms",
-                statistics.median(latencies) if latencies else float("inf"),
-                "ms",
-                "value <= 25",
-                note=f"{note}; {CALLS} calls",
-            ),
+            Metric("make_decision_p50_ms", p50, "ms", "value <= 25", note=note),
             Metric(
                 "make_decision_p99_ms",
-                percentile(latencies, 0.99) if latencies else float("inf"),
+                percentile(latencies, 99) if latencies else float("inf"),
                 "ms",
                 "value <= 100",
-                note=f"{note}; {CALLS} calls",
+                note=note,
             ),
+            Metric("success_rate", success, "ratio", "value >= 0.99", note=note),
         ]
-        report.metrics.append(Metric("success_rate", ok / CALLS, "ratio", "value >= 0.99"))
         return
     report.metrics += [
-        Metric(
-            "make_decision_p50_ms_one_host_down",
-            statistics.median(latencies) if latencies else float("inf"),
-            "ms",
-            note=f"{note}; {CALLS} calls",
-        ),
-        Metric("success_rate_one_host_down", ok / CALLS, "ratio", "value >= 0.95", note=note),
+        Metric("make_decision_p50_ms_one_host_down", p50, "ms", note=note),
+        Metric("success_rate_one_host_down", success, "ratio", "value >= 0.95", note=note),
     ]
 
 

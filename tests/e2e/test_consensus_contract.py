@@ -197,6 +197,27 @@ class TestConsensusContract:
         assert [d.seq for d in page.decisions] == [first.seq, second.seq]
         assert page.last_seq == second.seq
 
+    async def test_a_cas_with_a_log_record_appends_it_once_with_the_winning_write(
+        self, lab: tuple[LocalMesh, dict[str, Bus]]
+    ) -> None:
+        _, buses = lab
+        claims = [
+            KvCas(key="claims/a", value=f"{n} acts", log_record=f"{n} acts", log_key="claim-a")
+            for n in NODES
+        ]
+        writes = await asyncio.gather(
+            *(ask(buses[n], CONSENSUS_CAS, claim) for n, claim in zip(NODES, claims, strict=True))
+        )
+        winners = [w for w in writes if w.ok]
+        assert len(winners) == 1
+        assert all(w.value == winners[0].value for w in writes)
+        assert {w.seq for w in writes} == {winners[0].seq}  # losers learn the winner's entry
+        assert winners[0].seq is not None
+        page = await ask(buses["n2"], CONSENSUS_LOG, DecisionQuery(after=winners[0].seq - 1))
+        assert [(d.record, d.idempotency_key) for d in page.decisions] == [
+            (winners[0].value, "claim-a")
+        ]
+
     async def test_status_names_the_backend_and_the_leader(
         self, lab: tuple[LocalMesh, dict[str, Bus]]
     ) -> None:

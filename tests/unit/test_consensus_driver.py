@@ -90,3 +90,17 @@ async def test_a_restarted_node_recovers_its_store_from_snapshot_and_log(
         assert (retry.decision, retry.duplicate) == (decision, True)
         held = await propose(driver, Put("role", b"x", at=41))
         assert not held.ok  # the recovered lease still holds its key
+
+
+async def test_a_failing_applied_callback_neither_stops_the_loop_nor_applies_twice(
+    tmp_path: Path,
+) -> None:
+    def fails(*_: object) -> None:
+        raise KeyError("a callback bug")
+
+    async with running(tmp_path, 0) as (driver, state, _):
+        driver.on_applied = fails
+        async with asyncio.timeout(10):
+            for i in range(3):
+                assert (await propose(driver, AppendDecision(b"d", f"k{i}", at=i))).ok
+        assert [d.idempotency_key for d in state.decisions()] == ["k0", "k1", "k2"]

@@ -19,6 +19,7 @@ from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
     Cas,
+    CasAppend,
     Command,
     Delete,
     LeaseGrant,
@@ -180,6 +181,37 @@ def test_idempotency_keys_are_remembered_up_to_a_bound() -> None:
     assert len(state.decisions()) == 6
 
 
+def test_a_cas_with_a_log_record_writes_both_or_neither() -> None:
+    state = StoreState()
+    won = state.apply(
+        CasAppend("anomaly/a", b"n1 heals", at=1, record=b"n1 heals", idempotency_key="a")
+    )
+    lost = state.apply(
+        CasAppend("anomaly/a", b"n2 heals", at=2, record=b"n2 heals", idempotency_key="a")
+    )
+    assert won.ok
+    assert won.decision is not None
+    assert won.decision.seq == 1
+    assert lost.status is Status.CONFLICT
+    assert lost.current is not None
+    assert lost.current.value == b"n1 heals"
+    assert lost.decision == won.decision  # the loser learns where the winner's entry is
+    assert [d.record for d in state.decisions()] == [b"n1 heals"]
+    leased = applied(LeaseGrant("held", "n1", ttl=10, at=0))
+    refused = leased.apply(CasAppend("held", b"v", at=1, record=b"r", idempotency_key="h"))
+    assert refused.status is Status.CONFLICT
+    assert refused.decision is None
+    assert leased.decisions() == []
+
+
+def test_a_cas_with_a_log_record_reuses_an_earlier_entry_under_its_key() -> None:
+    state = applied(AppendDecision(b"first", "k", at=0))
+    written = state.apply(CasAppend("x", b"v", at=1, record=b"second", idempotency_key="k"))
+    assert written.ok
+    assert written.duplicate
+    assert [d.record for d in state.decisions()] == [b"first"]
+
+
 def busy_state() -> StoreState:
     return applied(
         Put("a", b"1", at=1),
@@ -218,6 +250,7 @@ def test_commands_round_trip_through_their_encoding() -> None:
         Put("k", b"\x00v", at=1.5),
         Cas("k", b"v", at=2, expected=b"o"),
         Cas("k", b"v", at=2, expected_revision=7),
+        CasAppend("k", b"v", at=2, record=b"r", idempotency_key="id", expected_revision=0),
         Delete("k", at=3),
         LeaseGrant("k", "n1", ttl=2.5, at=4),
         LeaseRenew("k", "n1", ttl=2.5, at=5),
@@ -259,6 +292,9 @@ COMMANDS = st.one_of(
     st.builds(Put, KEYS, VALUES, TIMES),
     st.builds(Cas, KEYS, VALUES, TIMES, st.none() | VALUES),
     st.builds(Cas, KEYS, VALUES, TIMES, st.none(), st.integers(0, 8)),
+    st.builds(
+        CasAppend, KEYS, VALUES, TIMES, VALUES, st.sampled_from(["i1", "i5"]), st.none() | VALUES
+    ),
     st.builds(Delete, KEYS, TIMES),
     st.builds(LeaseGrant, KEYS, HOLDERS, TTLS, TIMES),
     st.builds(LeaseRenew, KEYS, HOLDERS, TTLS, TIMES),

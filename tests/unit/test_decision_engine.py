@@ -43,6 +43,9 @@ class Store:
         value, revision = self.kv.get(key, (None, 0))
         return KvEntryInfo(key=key, value=value, revision=revision)
 
+    def logged(self, idempotency_key: str) -> Decision | None:
+        return next((d for d in self.log if d.idempotency_key == idempotency_key), None)
+
     def write(self, key: str, value: str) -> KvWrite:
         self.revision += 1
         self.kv[key] = (value, self.revision)
@@ -74,19 +77,28 @@ class Ports:
             matches = current.revision == request.expected_revision
         else:
             matches = current.value == request.expected
+        logged = self.store.logged(request.log_key) if request.log_key else None
         if not matches:
             return KvWrite(
-                key=request.key, ok=False, revision=current.revision, value=current.value
+                key=request.key,
+                ok=False,
+                revision=current.revision,
+                value=current.value,
+                seq=logged.seq if logged is not None else None,
             )
-        return self.store.write(request.key, request.value)
+        written = self.store.write(request.key, request.value)
+        if request.log_record is None or request.log_key is None:
+            return written
+        ack = await self.append(request.log_record, request.log_key)
+        return written.model_copy(update={"seq": ack.seq})
 
     async def put(self, key: str, value: str) -> KvWrite:
         return self.store.write(key, value)
 
     async def append(self, record: str, idempotency_key: str) -> DecisionAck:
-        for entry in self.store.log:
-            if entry.idempotency_key == idempotency_key:
-                return DecisionAck(seq=entry.seq, duplicate=True)
+        earlier = self.store.logged(idempotency_key)
+        if earlier is not None:
+            return DecisionAck(seq=earlier.seq, duplicate=True)
         seq = len(self.store.log) + 1
         self.store.log.append(
             Decision(seq=seq, record=record, idempotency_key=idempotency_key, at=0)
@@ -134,7 +146,8 @@ async def test_every_host_proposing_the_same_departure_at_once_commits_it_once()
         )
     )
 
-    assert len({r.model_dump_json(exclude={"seq"}) for r in records}) == 1
+    assert len({r.model_dump_json() for r in records}) == 1  # the losers' carry its seq too
+    assert records[0].seq == 1
     await asyncio.sleep(0.5)  # the executor acts and watches the outcome
     assert [d.idempotency_key for d in store.log] == [gone[0].key, f"outcome/{gone[0].key}"]
     assert [(r.action, r.target) for r in acted] == [("restart-services", "n3")]

@@ -509,12 +509,28 @@ class KvPut(ConsensusRequest):
 
 class KvCas(ConsensusRequest):
     """Write ``value`` only if the key holds ``expected`` now (null: the key must be absent);
-    with ``expected_revision``, only if that is still the key's revision (0: absent)."""
+    with ``expected_revision``, only if that is still the key's revision (0: absent).
+
+    With ``log_record``, a write that succeeds also appends that record to the decision log,
+    in the same commit, once per ``log_key``: a key and its log entry are never one without
+    the other."""
 
     key: ConsensusKey
     expected: ConsensusValue | None = None
     expected_revision: int | None = Field(default=None, ge=0)
     value: ConsensusValue
+    log_record: ConsensusValue | None = Field(
+        default=None, description="Appended to the decision log when the write succeeds."
+    )
+    log_key: Name | None = Field(
+        default=None, description="The log record's idempotency key (with `log_record`)."
+    )
+
+    @model_validator(mode="after")
+    def _log_record_has_a_key(self) -> KvCas:
+        if (self.log_record is None) != (self.log_key is None):
+            raise ValueError("log_record and log_key go together")
+        return self
 
 
 class KvWrite(Message):
@@ -526,6 +542,12 @@ class KvWrite(Message):
     ok: bool
     revision: int = Field(ge=0, description="The key's revision after the write (or now).")
     value: str | None = Field(default=None, description="The key's value after the write.")
+    seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="With a cas's `log_record`: the log position of the record under its "
+        "`log_key`, this write's or an earlier one's; null when the log holds none.",
+    )
 
 
 LeaseAction = Literal["grant", "renew", "release"]
@@ -601,6 +623,12 @@ class StoredValue(Message):
     value: str
     lease_holder: str | None = None
     lease_ttl_s: float | None = None
+    log_record: str | None = Field(
+        default=None,
+        description="A cas's log record, kept with the write so that whoever finds the write "
+        "can finish its append to the decision log.",
+    )
+    log_key: str | None = None
 
 
 class StoredDecision(Message):

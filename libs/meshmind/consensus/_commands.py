@@ -36,6 +36,20 @@ class Cas:
 
 
 @dataclass(frozen=True, slots=True)
+class CasAppend:
+    """A :class:`Cas` that, when it writes, also appends ``record`` to the decision log once
+    per ``idempotency_key``: both in one entry, so neither is ever applied without the other."""
+
+    key: str
+    value: bytes
+    at: float
+    record: bytes
+    idempotency_key: str
+    expected: bytes | None = None
+    expected_revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Delete:
     """Remove a key."""
 
@@ -88,11 +102,14 @@ class Tick:
     at: float
 
 
-Command = Put | Cas | Delete | LeaseGrant | LeaseRenew | LeaseRelease | AppendDecision | Tick
+Command = (
+    Put | Cas | CasAppend | Delete | LeaseGrant | LeaseRenew | LeaseRelease | AppendDecision | Tick
+)
 
 _OPS: dict[str, type[Command]] = {
     "put": Put,
     "cas": Cas,
+    "cas_append": CasAppend,
     "delete": Delete,
     "lease_grant": LeaseGrant,
     "lease_renew": LeaseRenew,

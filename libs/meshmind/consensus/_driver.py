@@ -291,7 +291,10 @@ class RaftDriver:
                 result = error
         self._since_snapshot += 1
         if self.on_applied is not None:
-            self.on_applied(entry, result)
+            try:
+                self.on_applied(entry, result)
+            except Exception:  # the entry is applied: stopping here would apply it twice
+                _log.exception("raft.on_applied_failed", index=entry.index)
         waiter = self._proposals.pop(entry.index, None)
         if waiter is None or waiter.future.done():
             return

@@ -144,7 +144,15 @@ class JetStreamBackend:
         self, key: str, value: str, matches: Callable[[int, str | None], bool]
     ) -> KvWrite:
         """Write ``value`` if no lease holds the key and ``matches(revision, value)`` of the key
-        as it stands (0 and None: absent); read again when a concurrent writer got in first."""
+        as it stands (0 and None: absent)."""
+        written, _ = await self._stored_if(key, StoredValue(value=value), matches)
+        return written
+
+    async def _stored_if(
+        self, key: str, stored: StoredValue, matches: Callable[[int, str | None], bool]
+    ) -> tuple[KvWrite, StoredValue | None]:
+        """Write ``stored`` as :meth:`_write_if` does; the outcome and the key's stored value
+        after it. A concurrent writer that got in first is read again."""
         kv = await self._bucket()
         for _ in range(CAS_RETRIES):
             entry, current = await self._current(kv, key)
@@ -152,26 +160,44 @@ class JetStreamBackend:
             current_value = current.value if current is not None else None
             leased = current is not None and current.lease_holder is not None
             if leased or not matches(revision, current_value):
-                return KvWrite(key=key, ok=False, revision=revision, value=current_value)
+                return KvWrite(key=key, ok=False, revision=revision, value=current_value), current
             last = entry.revision if entry is not None else 0
-            written = await _answered(kv.update(key, StoredValue(value=value), last=last))
+            written = await _answered(kv.update(key, stored, last=last))
             if written is not None:
-                return KvWrite(key=key, ok=True, revision=written, value=value)
+                return KvWrite(key=key, ok=True, revision=written, value=stored.value), stored
         raise Unavailable(f"write of {key}: too many concurrent writers, try again")
 
     async def put(self, key: str, value: str) -> KvWrite:
         return await self._write_if(key, value, lambda revision, current: True)
 
     async def cas(self, request: KvCas) -> KvWrite:
+        """A revision-checked update; with a log record, the record is kept in the bucket
+        beside the value and then appended to the stream. Bucket and stream are two writes:
+        a host that stops between them leaves the append to whoever next tries the key with
+        the same log key, which finds the record in the bucket and appends it."""
         if request.expected_revision is not None:
             expected_revision = request.expected_revision
-            return await self._write_if(
-                request.key, request.value, lambda revision, _: revision == expected_revision
-            )
-        expected = request.expected
-        return await self._write_if(
-            request.key, request.value, lambda _, current: current == expected
+
+            def matches(revision: int, current: str | None) -> bool:
+                return revision == expected_revision
+        else:
+            expected = request.expected
+
+            def matches(revision: int, current: str | None) -> bool:
+                return current == expected
+
+        stored = StoredValue(
+            value=request.value, log_record=request.log_record, log_key=request.log_key
         )
+        written, current = await self._stored_if(request.key, stored, matches)
+        if request.log_key is None:
+            return written
+        if current is not None and current.log_key == request.log_key and current.log_record:
+            proposal = DecisionProposal(record=current.log_record, idempotency_key=current.log_key)
+            ack = await self.propose(proposal)
+            return written.model_copy(update={"seq": ack.seq})
+        earlier = await _answered((await self._stream()).last_of(_token(request.log_key)))
+        return written.model_copy(update={"seq": earlier.seq if earlier is not None else None})
 
     async def delete(self, key: str) -> KvWrite:
         kv = await self._bucket()

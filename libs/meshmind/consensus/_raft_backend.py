@@ -28,6 +28,7 @@ from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
     Cas,
+    CasAppend,
     Delete,
     LeaseGrant,
     LeaseRelease,
@@ -60,6 +61,7 @@ BALANCE_COMMIT_S = 30.0
 _OPS = {
     Put: "put",
     Cas: "cas",
+    CasAppend: "cas",
     Delete: "delete",
     LeaseGrant: "lease",
     LeaseRenew: "lease",
@@ -224,10 +226,10 @@ class RaftBackend(StateBackend):
                 op, key = _OPS[type(command)], getattr(command, "key", None)
         if isinstance(result, Result):
             ok = result.ok
-            if result.decision is not None:
-                revision = result.decision.seq
-            elif result.current is not None:
+            if result.current is not None:
                 revision = result.current.revision
+            elif result.decision is not None:
+                revision = result.decision.seq
         self._applied.append(
             AppliedEntry(
                 index=entry.index, term=entry.term, op=op, key=key, ok=ok, revision=revision

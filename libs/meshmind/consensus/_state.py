@@ -15,6 +15,7 @@ import msgpack
 from meshmind.consensus._commands import (
     AppendDecision,
     Cas,
+    CasAppend,
     Command,
     Delete,
     LeaseGrant,
@@ -95,14 +96,28 @@ class StoreState:
             case Put(key=key, value=value):
                 return self._write_unleased(key, value)
             case Cas(key=key, value=value, expected=expected, expected_revision=revision):
-                current = self._kv.get(key)
-                if revision is not None:
-                    matches = (current.revision if current else 0) == revision
-                else:
-                    matches = (current.value if current else None) == expected
-                if not matches:
-                    return self._result(Status.CONFLICT, current)
-                return self._write_unleased(key, value)
+                return self._cas(key, value, expected, revision)
+            case CasAppend(
+                key=key,
+                value=value,
+                expected=expected,
+                expected_revision=revision,
+                record=record,
+                idempotency_key=idempotency_key,
+            ):
+                written = self._cas(key, value, expected, revision)
+                if written.status is not Status.OK:
+                    seq = self._idempotency.get(idempotency_key)
+                    earlier = self._decisions[seq - 1] if seq is not None else None
+                    return Result(written.status, written.revision, written.current, earlier)
+                appended = self._append_decision(record, idempotency_key)
+                return Result(
+                    Status.OK,
+                    self._revision,
+                    written.current,
+                    appended.decision,
+                    appended.duplicate,
+                )
             case Delete(key=key):
                 current = self._kv.get(key)
                 if current is None:
@@ -130,6 +145,16 @@ class StoreState:
                 return self._append_decision(record, idempotency_key)
             case Tick():
                 return self._result(Status.OK)
+
+    def _cas(self, key: str, value: bytes, expected: bytes | None, revision: int | None) -> Result:
+        current = self._kv.get(key)
+        if revision is not None:
+            matches = (current.revision if current else 0) == revision
+        else:
+            matches = (current.value if current else None) == expected
+        if not matches:
+            return self._result(Status.CONFLICT, current)
+        return self._write_unleased(key, value)
 
     def _result(self, status: Status, current: VersionedValue | None = None) -> Result:
         return Result(status, self._revision, current)

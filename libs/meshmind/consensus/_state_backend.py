@@ -20,6 +20,7 @@ from meshmind.bus.protocol import (
 from meshmind.consensus._commands import (
     AppendDecision,
     Cas,
+    CasAppend,
     Command,
     Delete,
     LeaseGrant,
@@ -50,7 +51,8 @@ def _text(value: VersionedValue | None) -> str | None:
 def _write(key: str, result: Result) -> KvWrite:
     current = result.current
     revision = current.revision if current is not None else 0
-    return KvWrite(key=key, ok=result.ok, revision=revision, value=_text(current))
+    seq = result.decision.seq if result.decision is not None else None
+    return KvWrite(key=key, ok=result.ok, revision=revision, value=_text(current), seq=seq)
 
 
 class StateBackend(ABC):
@@ -83,7 +85,14 @@ class StateBackend(ABC):
         key, value = request.key, request.value.encode()
         expected = request.expected.encode() if request.expected is not None else None
         revision = request.expected_revision
-        result = await self._execute(lambda at: Cas(key, value, at, expected, revision))
+        record, log_key = request.log_record, request.log_key
+        if record is None or log_key is None:
+            result = await self._execute(lambda at: Cas(key, value, at, expected, revision))
+        else:
+            logged = record.encode()
+            result = await self._execute(
+                lambda at: CasAppend(key, value, at, logged, log_key, expected, revision)
+            )
         return _write(key, result)
 
     async def delete(self, key: str) -> KvWrite:

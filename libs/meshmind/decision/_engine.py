@@ -358,19 +358,32 @@ class DecisionEngine:
     async def _commit(
         self, proposal: Plan, votes: list[Vote | VoteReply], members: list[str]
     ) -> DecisionRecord:
-        """The cas that makes one proposer the winner, then the log entry; the winner
-        executes. A loser returns the winner's decision."""
+        """One cas makes one proposer the winner and appends its decision to the log in the
+        same commit; the winner executes. A loser returns the winner's decision."""
         record = self._record(proposal, votes, members)
         key = ANOMALY_PREFIX + record.key
-        write = await self.ports.cas(KvCas(key=key, expected=None, value=record.model_dump_json()))
+        stored = record.model_dump_json()
+        write = await self.ports.cas(
+            KvCas(
+                key=key,
+                expected=None,
+                value=stored,
+                log_record=stored,
+                log_key=short_name(record.key),
+            )
+        )
         if not write.ok:
             if write.value is None:
                 raise ServiceError(503, f"the cas on {key} failed and left no value")
-            return DecisionRecord.model_validate_json(write.value)
-        ack = await self.ports.append(record.model_dump_json(), short_name(record.key))
-        record = record.model_copy(update={"seq": ack.seq})
+            winner = DecisionRecord.model_validate_json(write.value)
+            return (
+                winner if winner.seq is not None else winner.model_copy(update={"seq": write.seq})
+            )
+        if write.seq is None:
+            raise ServiceError(503, f"the cas on {key} was written without its log entry")
+        record = record.model_copy(update={"seq": write.seq})
         self.decided += 1
-        _log.info("decision.committed", key=record.key, action=record.action, seq=ack.seq)
+        _log.info("decision.committed", key=record.key, action=record.action, seq=write.seq)
         await self._announce("committed", record)
         done = asyncio.get_running_loop().create_future()
         self._executions[record.key] = done
