@@ -1,4 +1,5 @@
-"""The raft backend under faults: a killed leader, killed hosts, and hostile input."""
+"""The backends under faults: a killed leader, killed hosts, hostile input, and a claim
+left half-written."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import pytest
 
 from meshmind.bus import Bus, BusError, Empty, ServiceError
 from meshmind.bus.protocol import (
+    CONSENSUS_BUCKET,
+    CONSENSUS_CAS,
     CONSENSUS_GET,
+    CONSENSUS_LOG,
     CONSENSUS_PROPOSE,
     CONSENSUS_PUT,
     CONSENSUS_STATUS,
     RAFT_MESSAGES,
     DecisionProposal,
+    DecisionQuery,
+    KvCas,
     KvKey,
     KvPut,
     RaftBatch,
+    StoredValue,
 )
 from meshmind.consensus import encode_message
 from meshmind.lab import node_names
@@ -149,3 +156,30 @@ async def test_garbage_impersonation_and_oversized_proposals_are_refused_and_cou
         finally:
             await hub.close()
             await bus.close()
+
+
+@pytest.mark.timeout(240)
+async def test_jetstream_a_claim_left_without_its_log_entry_is_finished_by_the_next_claimant(
+    tmp_path: Path,
+) -> None:
+    """A host that stopped between the bucket write and the stream append left the record in
+    the bucket; the next cas on that key with the same log key appends it, once."""
+    async with consensus_lab(tmp_path / "lab", NODES, "jetstream") as mesh:
+        bus = await connect(mesh, "n2")
+        try:
+            await wait_for_leader(bus)
+            bucket = await bus.hub().key_value(CONSENSUS_BUCKET.name, StoredValue)
+            left = StoredValue(value="n1 acts", log_record="n1 acts", log_key="claim-s")
+            await bucket.put("claims/s", left)
+            claim = KvCas(key="claims/s", value="n2 acts", log_record="n2 acts", log_key="claim-s")
+            lost = await ask(bus, CONSENSUS_CAS, claim)
+            again = await ask(bus, CONSENSUS_CAS, claim)
+            log = await ask(bus, CONSENSUS_LOG, DecisionQuery())
+        finally:
+            await bus.close()
+    assert (lost.ok, lost.value) == (False, "n1 acts")
+    assert lost.seq is not None
+    assert again.seq == lost.seq
+    assert [(d.seq, d.record) for d in log.decisions if d.idempotency_key == "claim-s"] == [
+        (lost.seq, "n1 acts")
+    ]
