@@ -191,3 +191,11 @@ async def measure_lab(
             await bus.close()
         await failovers(mesh, figures, failover_repeats)
     return figures
+
+
+async def measure_failover(run_dir: Path, size: int, repeats: int, **env: str) -> LabFigures:
+    """Failover alone, on a lab of ``size`` raft hosts whose services get ``env``."""
+    figures = LabFigures()
+    async with consensus_lab(run_dir, node_names(size), "raft", LOG_LEVEL="warning", **env) as mesh:
+        await failovers(mesh, figures, repeats)
+    return figures

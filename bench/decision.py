@@ -17,21 +17,27 @@ from tests.kit.waiting import eventually
 from bench._report import Metric, Report, percentile
 from meshmind.bus import Bus, BusError, BusSettings, Empty, configure_logging
 from meshmind.bus.protocol import (
+    CONSENSUS_CAS,
     CONSENSUS_STATUS,
     CONSENSUS_TRANSFER,
     DECISION_DECIDE,
     DECISION_SWEEP,
+    DECISION_VOTE,
     DISCOVERY_PEERS,
+    AnomalyInfo,
     AnomalyKind,
     DecideRequest,
+    KvCas,
     LinkShape,
     PeerQuery,
     SweepRequest,
     TransferRequest,
+    VoteRequest,
 )
 from meshmind.lab import node_names
 
 CALLS = 200
+FLOOR_CALLS = 100
 TIMEOUT_MS = 2000
 SWEEPS = 15
 FAILURE_TEXT = 160
@@ -87,6 +93,43 @@ async def decide_many(
     return calls
 
 
+async def floor(lab: DecisionLab, caller: str, peer: str) -> list[Metric]:
+    """What one make_decision is made of, each timed alone from ``caller``'s leaf: a vote
+    asked of ``peer``, and the commit that claims and logs a decision."""
+    bus = await Bus.connect(
+        BusSettings(node_id=caller, nats_url=lab.mesh.host(caller).url), name="bench"
+    )
+    vote = VoteRequest(
+        proposer=caller,
+        anomaly=AnomalyInfo(kind="host-gone", subject=peer, episode="floor", evidence=[]),
+        action="wait",
+        target=peer,
+    )
+    votes: list[float] = []
+    commits: list[float] = []
+    try:
+        for i in range(FLOOR_CALLS):
+            start = time.perf_counter()
+            await bus.request(DECISION_VOTE, vote, node=peer, timeout=5)
+            votes.append((time.perf_counter() - start) * 1000)
+            claim = KvCas(key=f"bench/floor/{i}", value="x", log_record="x", log_key=f"floor-{i}")
+            start = time.perf_counter()
+            await bus.request(CONSENSUS_CAS, claim, node=caller, timeout=10)
+            commits.append((time.perf_counter() - start) * 1000)
+    finally:
+        await bus.close()
+    note = f"{FLOOR_CALLS} calls from {caller}'s leaf, one at a time"
+    return [
+        Metric("vote_p50_ms", statistics.median(votes), "ms", note=f"{note}, asking {peer}"),
+        Metric(
+            "claim_commit_p50_ms",
+            statistics.median(commits),
+            "ms",
+            note=f"{note}: a cas with its log record through {caller}'s consensus service",
+        ),
+    ]
+
+
 async def leader_off(lab: DecisionLab, node: str) -> None:
     """Make sure ``node`` does not lead the consensus group."""
     status = await lab.hub.request(CONSENSUS_STATUS, Empty(), node="n1", timeout=10)
@@ -103,6 +146,7 @@ async def five_hosts(run_dir: Path, report: Report) -> None:
         lab.mesh.host("n5").link.set_shape(LinkShape(delay_ms=150))
         await asyncio.sleep(8)
         await leader_off(lab, "n5")
+        report.metrics += await floor(lab, "n2", "n3")
         calls = await decide_many(lab, nodes[:4], "link-degraded", "n1.n5", "up")
         add_latency(report, calls, "", "no host down; n5's link 150 ms each way")
 

@@ -387,7 +387,7 @@ class DecisionEngine:
         await self._announce("committed", record)
         done = asyncio.get_running_loop().create_future()
         self._executions[record.key] = done
-        self.spawn(self._execute(record, done), f"execute {record.key}")
+        self.spawn(self._execute(record, write.revision, done), f"execute {record.key}")
         return record
 
     async def _watching(self, key: str) -> None:
@@ -398,16 +398,19 @@ class DecisionEngine:
 
     # --- execute and learn ---------------------------------------------------------------
 
-    async def _execute(self, record: DecisionRecord, done: asyncio.Future[None]) -> None:
-        """Act once (this host won the cas), then watch whether the anomaly clears."""
+    async def _execute(
+        self, record: DecisionRecord, revision: int, done: asyncio.Future[None]
+    ) -> None:
+        """Act once (this host won the cas, which wrote ``revision``), then watch whether the
+        anomaly clears."""
         try:
-            await self._act_and_learn(record)
+            await self._act_and_learn(record, revision)
         finally:
             self._executions.pop(record.key, None)
             if not done.done():
                 done.set_result(None)
 
-    async def _act_and_learn(self, record: DecisionRecord) -> None:
+    async def _act_and_learn(self, record: DecisionRecord, revision: int) -> None:
         try:
             done = await self.ports.act(record)
         except ServiceError as error:
@@ -419,10 +422,10 @@ class DecisionEngine:
         _log.info("decision.executed", key=record.key, action=record.action, result=done)
         await self._announce("executed", record)
         if done.startswith("failed"):
-            await self._learn(record, "failed")
+            await self._learn(record, "failed", revision)
             return
         cleared = await self._clears(record, self.settings.outcome_s)
-        await self._learn(record, "cleared" if cleared else "persisted")
+        await self._learn(record, "cleared" if cleared else "persisted", revision)
         if record.action == "demote-voter":
             await self._promote_when_recovered(record)
 
@@ -442,8 +445,9 @@ class DecisionEngine:
             done = await self.ports.act(promote)
             _log.info("decision.promoted", key=record.key, target=record.target, result=done)
 
-    async def _learn(self, record: DecisionRecord, outcome: str) -> None:
-        """Record the outcome in the knowledge base (a cas loop) and beside the decision."""
+    async def _learn(self, record: DecisionRecord, outcome: str, revision: int) -> None:
+        """Record the outcome in the knowledge base (a cas loop), and beside the decision
+        (written at ``revision``) and in the log, in one commit."""
         record = record.model_copy(update={"outcome": outcome})
         for _ in range(KNOWLEDGE_CAS_ATTEMPTS):
             stored = await self.ports.get(KNOWLEDGE_KEY)
@@ -461,8 +465,14 @@ class DecisionEngine:
                 break
         else:
             _log.warning("knowledge.contended", key=record.key)
-        await self.ports.put(ANOMALY_PREFIX + record.key, record.model_dump_json())
-        await self.ports.append(record.model_dump_json(), outcome_name(record.key))
+        text = record.model_dump_json()
+        key, log_key = ANOMALY_PREFIX + record.key, outcome_name(record.key)
+        write = await self.ports.cas(
+            KvCas(key=key, expected_revision=revision, value=text, log_record=text, log_key=log_key)
+        )
+        if not write.ok:  # written since the claim (not by this loop): keep both anyway
+            await self.ports.put(key, text)
+            await self.ports.append(text, log_key)
         _log.info("decision.outcome", key=record.key, outcome=outcome)
         await self._announce("outcome", record)
 

@@ -58,6 +58,15 @@ class RoundTally:
     bytes_down: int = 0
     bytes_up: int = 0
     rejected: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Milliseconds each step took, in order (logged with the round)."""
+    _last: float = field(default_factory=time.perf_counter)
+
+    def mark(self, step: str) -> None:
+        """``step`` just ended."""
+        now = time.perf_counter()
+        self.phases[step] = round((now - self._last) * 1000, 1)
+        self._last = now
 
 
 class JobRun:
@@ -123,11 +132,14 @@ class JobRun:
         if not selected:
             self.log.warning("round.no_trainers", round=number)
             return False
+        tally.mark("select")
         deadline = tally.started + self.spec.deadline_s
         await self.announce(number, selected, deadline, tally)
         reports = await self.gather(number, set(selected), deadline)
+        tally.mark("train")
         quality = self.qualities(selected)
         received = await self.fetch(reports, tally)
+        tally.mark("fetch")
         outcome = aggregate_round(
             self.strategy,
             self.params,
@@ -135,6 +147,7 @@ class JobRun:
             link_weighting=self.spec.weighting == "link",
             max_update_norm=self.spec.max_update_norm,
         )
+        tally.mark("aggregate")
         tally.rejected.update(outcome.rejected)
         await self.report_rejections(number, outcome.rejected)
         if len(outcome.weights) < self.spec.min_updates:
@@ -241,7 +254,9 @@ class JobRun:
         version = self.status.version + 1
         blob = encode_adapter(params)
         name = await self.store.put_global(self.status.job_id, version, blob.data)
+        tally.mark("store")
         evaluation = await asyncio.to_thread(self.session.evaluate, params)
+        tally.mark("evaluate")
         now = time.time()
         metrics = FlRoundMetrics(
             job_id=self.status.job_id,
@@ -275,12 +290,14 @@ class JobRun:
             }
         )
         await self.store.save(self.status)
+        tally.mark("checkpoint")
         self.log.info(
             "round.done",
             round=number,
             accuracy=round(metrics.accuracy, 4),
             participants=len(weights),
             wall_s=round(metrics.wall_s, 2),
+            phases_ms=tally.phases,
         )
         try:
             await self.bus.publish(FL_METRICS, metrics, coordinator=self.node)
