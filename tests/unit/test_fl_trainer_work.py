@@ -1,14 +1,16 @@
-"""The trainer's workbench trains a round on the share the job's label skew gives this host."""
+"""The trainer's workbench trains a round on the share the job's label skew gives this host,
+from the global adapter its announcement carries when it is small."""
 
 from __future__ import annotations
 
 import time
 
+from meshmind_fl_trainer._service import global_adapter
 from meshmind_fl_trainer._work import Workbench
 
-from meshmind.bus.protocol import FlRoundAnnouncement
+from meshmind.bus.protocol import INLINE_ADAPTER_BYTES, FlRoundAnnouncement
 from meshmind.federation import HostData
-from meshmind.fl import TaskSession, encode_adapter
+from meshmind.fl import AdapterBlob, TaskSession, encode_adapter, inline_adapter
 
 HOST = HostData(1, 5)
 
@@ -44,3 +46,27 @@ def test_a_round_trains_on_the_share_of_the_jobs_label_skew() -> None:
     assert len(TaskSession("digits", 0, HOST, 1000.0).data().train) != len(
         TaskSession("digits", 0, HOST).data().train
     )
+
+
+async def test_a_trainer_fetches_the_global_adapter_only_when_the_announcement_lacks_it() -> None:
+    work, data = announcement(None)
+    fetched: list[str] = []
+
+    async def fetch(name: str) -> bytes:
+        fetched.append(name)
+        return data
+
+    carried = work.model_copy(update={"adapter_data": data})
+    assert await global_adapter(carried, fetch) == data
+    assert fetched == []
+    tampered = work.model_copy(update={"adapter_data": bytes([data[0] ^ 1]) + data[1:]})
+    assert await global_adapter(tampered, fetch) == data  # a copy off its digest is not used
+    assert await global_adapter(work, fetch) == data
+    assert fetched == [work.adapter, work.adapter]
+
+
+def test_only_a_small_adapter_travels_with_the_announcement() -> None:
+    small = encode_adapter(TaskSession("digits", 0, HOST).initial)
+    assert inline_adapter(small) == small.data
+    large = AdapterBlob(data=bytes(INLINE_ADAPTER_BYTES + 1), sha256="0" * 64)
+    assert inline_adapter(large) is None

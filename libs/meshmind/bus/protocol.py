@@ -1142,6 +1142,10 @@ class FlJobSpec(Message):
     max_staleness: int = Field(default=4, ge=0, le=1000, description="Buffered mode.")
 
 
+INLINE_ADAPTER_BYTES = 64 * 1024
+"""A global adapter at most this large travels inside its round's announcement."""
+
+
 class FlRoundAnnouncement(Message):
     """A round (or, buffered, a piece of work) for the trainers it names."""
 
@@ -1152,6 +1156,12 @@ class FlRoundAnnouncement(Message):
     task: Name
     adapter: ObjectName = Field(description="The global adapter in the `mesh-fl` store.")
     sha256: Digest
+    adapter_data: bytes | None = Field(
+        default=None,
+        max_length=INLINE_ADAPTER_BYTES,
+        description="The global adapter's bytes too, when it is at most 64 KiB: a trainer "
+        "whose copy matches `sha256` need not fetch it from the store.",
+    )
     deadline: float = Field(description="Unix time after which an update may not count.")
     trainers: list[Annotated[str, NodeId]] = Field(max_length=1000)
     epochs: int = Field(ge=1)

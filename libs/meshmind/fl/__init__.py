@@ -8,7 +8,13 @@ tasks keep LoRA ``A`` frozen so that averaging ``B`` is the exact mean of the ad
 staleness weights, and travel as safetensors bytes with a SHA-256 digest.
 """
 
-from meshmind.fl._adapter import AdapterBlob, AdapterCorrupt, decode_adapter, encode_adapter
+from meshmind.fl._adapter import (
+    AdapterBlob,
+    AdapterCorrupt,
+    decode_adapter,
+    encode_adapter,
+    inline_adapter,
+)
 from meshmind.fl._buffered import Aggregation, Contribution, FedBuff
 from meshmind.fl._demo_text import DEMO_LABELS, demo_examples, demo_share, write_demo_data
 from meshmind.fl._digits import DigitsTask
@@ -101,6 +107,7 @@ __all__ = [
     "encode_adapter",
     "fitted",
     "freeze_lora_a",
+    "inline_adapter",
     "is_held_out",
     "l2_norm",
     "link_factor",

@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from meshmind.bus.protocol import INLINE_ADAPTER_BYTES
 from meshmind.fl._params import Params
 
 
@@ -40,3 +41,8 @@ def decode_adapter(data: bytes, sha256: str) -> Params:
         return dict(load(data))
     except SafetensorError as error:
         raise AdapterCorrupt(f"not a safetensors adapter: {error}") from error
+
+
+def inline_adapter(blob: AdapterBlob) -> bytes | None:
+    """The adapter's bytes if they are small enough to travel with a round's announcement."""
+    return blob.data if len(blob.data) <= INLINE_ADAPTER_BYTES else None

@@ -33,6 +33,7 @@ from meshmind.fl import (
     aggregate_round,
     decode_adapter,
     encode_adapter,
+    inline_adapter,
     make_strategy,
 )
 from meshmind_fl_coordinator._store import JobStore
@@ -94,8 +95,12 @@ class JobRun:
         self.qualities = qualities
         self.strategy: Strategy = make_strategy(self.spec.strategy, self.spec.proximal_mu)
         self.inbox: asyncio.Queue[FlUpdateReport] = asyncio.Queue()
-        self.adapter_size = len(encode_adapter(params).data)
+        blob = encode_adapter(params)
+        self.adapter_size = len(blob.data)
+        self.adapter_data = inline_adapter(blob)
         """Bytes of the global adapter each selected trainer downloads."""
+        self.adapter_data = inline_adapter(blob) if blob.sha256 == status.sha256 else None
+        """The global adapter, when it is small enough to go with each announcement."""
         self.log = _log.bind(job=status.job_id)
 
     @property
@@ -178,6 +183,7 @@ class JobRun:
             task=self.spec.task,
             adapter=self.status.adapter,
             sha256=self.status.sha256,
+            adapter_data=self.adapter_data,
             deadline=deadline,
             trainers=list(trainers),
             epochs=self.spec.epochs,
@@ -279,6 +285,7 @@ class JobRun:
         )
         self.params = params
         self.adapter_size = len(blob.data)
+        self.adapter_data = inline_adapter(blob)
         self.status = self.status.model_copy(
             update={
                 "version": version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -92,10 +93,13 @@ class Trainer:
         log = _log.bind(job=work.job_id, round=work.round, version=work.version)
         store = await self.hub_store()
         bench = await self.workbench()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
-                adapter = await store.get(work.adapter)
+                adapter = await global_adapter(work, store.get)
+            fetched = time.perf_counter()
             trained = await asyncio.to_thread(bench.train, work, adapter)
+            done = time.perf_counter()
         except (BusError, KeyError, TimeoutError, Withheld) as error:
             log.warning("update.withheld", reason=str(error))
             return
@@ -115,16 +119,34 @@ class Trainer:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 await store.put(name, trained.data)
+            sent = time.perf_counter()
             await self.bus.publish(FL_UPDATES, report, node=self.node)
         except (BusError, TimeoutError) as error:
             log.warning("update.not_sent", error=str(error))
             return
-        log.info("update.sent", examples=trained.examples, loss=round(trained.loss, 4))
+        phases = {"fetch": fetched - started, "train": done - fetched, "upload": sent - done}
+        log.info(
+            "update.sent",
+            examples=trained.examples,
+            loss=round(trained.loss, 4),
+            phases_ms={step: round(s * 1000, 1) for step, s in phases.items()},
+        )
 
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def global_adapter(
+    work: FlRoundAnnouncement, fetch: Callable[[str], Awaitable[bytes]]
+) -> bytes:
+    """The round's global adapter: the announcement's own copy when it carries one that
+    matches its digest, else fetched from the store."""
+    inline = work.adapter_data
+    if inline is not None and hashlib.sha256(inline).hexdigest() == work.sha256:
+        return inline
+    return await fetch(work.adapter)
 
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
