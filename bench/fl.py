@@ -112,6 +112,21 @@ class FlowerRun:
     bytes: list[int]
 
 
+async def listening(port: int, *, within: float) -> None:
+    """Until something accepts connections on loopback ``port``."""
+
+    async def accepts() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    await eventually(accepts, within=within, every=0.2)
+
+
 async def flower_run(run_dir: Path) -> FlowerRun:
     """Flower's FedAvg over gRPC: a server and one client process per host, as the lab runs."""
     port = free_ports(1)[0]
@@ -123,6 +138,7 @@ async def flower_run(run_dir: Path) -> FlowerRun:
     server = await asyncio.create_subprocess_exec(
         *node, "server", *common, "--out", str(out), stdout=log, stderr=log
     )
+    await listening(port, within=FLOWER_START_S)  # a client that finds no server gives up
     clients = [
         await asyncio.create_subprocess_exec(
             *node, "client", *common, "--index", str(i), stdout=log, stderr=log
