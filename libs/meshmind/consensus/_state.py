@@ -107,8 +107,7 @@ class StoreState:
             ):
                 written = self._cas(key, value, expected, revision)
                 if written.status is not Status.OK:
-                    seq = self._idempotency.get(idempotency_key)
-                    earlier = self._decisions[seq - 1] if seq is not None else None
+                    earlier = self._logged(idempotency_key)
                     return Result(written.status, written.revision, written.current, earlier)
                 appended = self._append_decision(record, idempotency_key)
                 return Result(
@@ -200,12 +199,15 @@ class StoreState:
             self._remove(key)
         return tuple(key for _, key in expired)
 
-    def _append_decision(self, record: bytes, idempotency_key: str) -> Result:
+    def _logged(self, idempotency_key: str) -> Decision | None:
+        """The decision appended under ``idempotency_key``, while the key is remembered."""
         seq = self._idempotency.get(idempotency_key)
-        if seq is not None:
-            return Result(
-                Status.OK, self._revision, decision=self._decisions[seq - 1], duplicate=True
-            )
+        return self._decisions[seq - 1] if seq is not None else None
+
+    def _append_decision(self, record: bytes, idempotency_key: str) -> Result:
+        earlier = self._logged(idempotency_key)
+        if earlier is not None:
+            return Result(Status.OK, self._revision, decision=earlier, duplicate=True)
         decision = Decision(len(self._decisions) + 1, record, idempotency_key, self._now)
         self._decisions.append(decision)
         self._idempotency[idempotency_key] = decision.seq

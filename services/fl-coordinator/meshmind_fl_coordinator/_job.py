@@ -22,6 +22,7 @@ from meshmind.bus.protocol import (
     FlUpdateReport,
 )
 from meshmind.fl import (
+    AdapterBlob,
     AdapterCorrupt,
     Contribution,
     FedBuff,
@@ -95,13 +96,18 @@ class JobRun:
         self.qualities = qualities
         self.strategy: Strategy = make_strategy(self.spec.strategy, self.spec.proximal_mu)
         self.inbox: asyncio.Queue[FlUpdateReport] = asyncio.Queue()
-        blob = encode_adapter(params)
-        self.adapter_size = len(blob.data)
-        self.adapter_data = inline_adapter(blob)
+        self.adapter_size = 0
         """Bytes of the global adapter each selected trainer downloads."""
-        self.adapter_data = inline_adapter(blob) if blob.sha256 == status.sha256 else None
+        self.adapter_data: bytes | None = None
         """The global adapter, when it is small enough to go with each announcement."""
+        self.hold_global(encode_adapter(params), status.sha256)
         self.log = _log.bind(job=status.job_id)
+
+    def hold_global(self, blob: AdapterBlob, announced_sha256: str) -> None:
+        """``blob`` is the global adapter now; it goes with announcements only if it is the
+        one the job's status names."""
+        self.adapter_size = len(blob.data)
+        self.adapter_data = inline_adapter(blob) if blob.sha256 == announced_sha256 else None
 
     @property
     def next_round(self) -> int:
@@ -284,8 +290,7 @@ class JobRun:
             at=now,
         )
         self.params = params
-        self.adapter_size = len(blob.data)
-        self.adapter_data = inline_adapter(blob)
+        self.hold_global(blob, blob.sha256)
         self.status = self.status.model_copy(
             update={
                 "version": version,
