@@ -100,6 +100,13 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    unsynced: HardState | None = None
+    """A hard state written without a sync: the next synced write makes it durable, a crash
+    before then may lose it."""
+
+    def sync(self) -> None:
+        if self.unsynced is not None:
+            self.hard_state, self.unsynced = self.unsynced, None
 
     def write_entry(self, entry: Entry) -> None:
         first = self.entries[0].index if self.entries else self.next_index
@@ -298,6 +305,9 @@ class Simulation:
         node.restart_at = 0
 
     def _crash(self, node: SimNode, down_for: int) -> None:
+        if self.rng.random() < 0.5:
+            node.disk.sync()  # the system wrote back what was not synced yet
+        node.disk.unsynced = None
         node.raft = None
         node.restart_at = self.now + down_for
         node.proposals.clear()
@@ -318,6 +328,9 @@ class Simulation:
     def _handle_ready(self, node: SimNode, raft: RaftNode, ready: Ready) -> None:
         disk = node.disk
         torn = not self.healed and self.rng.random() < self.settings.torn_rate
+        if ready.send_before_sync:
+            for message in ready.messages:
+                self._send(message)
         if ready.snapshot is not None:
             disk.write_snapshot(ready.snapshot)
         if torn:
@@ -325,16 +338,19 @@ class Simulation:
             for entry in ready.entries[:kept]:
                 disk.write_entry(entry)
             if kept == len(ready.entries) and ready.hard_state and self.rng.random() < 0.5:
-                disk.hard_state = ready.hard_state
+                disk.unsynced = ready.hard_state
             self.torn_writes += 1
             self._crash(node, self.rng.randrange(1, 30))
             return
         for entry in ready.entries:
             disk.write_entry(entry)
         if ready.hard_state is not None:
-            disk.hard_state = ready.hard_state
-        for message in ready.messages:
-            self._send(message)
+            disk.unsynced = ready.hard_state
+        if ready.must_sync:
+            disk.sync()
+        if not ready.send_before_sync:
+            for message in ready.messages:
+                self._send(message)
         if ready.snapshot is not None:
             self.snapshots_installed += 1
             node.store = decode_store(ready.snapshot.data)

@@ -439,3 +439,18 @@ def test_a_batch_whose_fsync_fails_is_not_acknowledged(
             storage.save(HardState(term=2), entries(4, 4, term=2))
         assert storage.last_index == 3
         assert storage.hard_state == HardState(term=1)
+
+
+def test_a_commit_saved_unsynced_costs_no_fsync_and_is_durable_after_close(
+    tmp_path: Path, fsyncs: list[int]
+) -> None:
+    with DiskStorage.open(tmp_path) as storage:
+        storage.save(HardState(term=1, vote="n1"), entries(1, 3, term=1))
+        fsyncs.clear()
+        storage.save(HardState(term=1, vote="n1", commit=3), [], sync=False)
+        assert fsyncs == []
+        with pytest.raises(ValueError, match="synced"):
+            storage.save(None, entries(4, 4, term=1), sync=False)
+    assert len(fsyncs) == 1  # closing syncs what was written unsynced
+    with DiskStorage.open(tmp_path) as reopened:
+        assert reopened.recovered.hard_state == HardState(term=1, vote="n1", commit=3)

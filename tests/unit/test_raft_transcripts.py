@@ -485,3 +485,54 @@ def test_a_follower_behind_the_compaction_point_gets_the_snapshot_then_the_rest(
     progress = cluster["n1"].progress("n3")
     assert progress is not None
     assert progress.match == cluster["n1"].last_index
+
+
+def test_a_leader_sends_while_it_persists_and_counts_itself_only_once_durable() -> None:
+    cluster = Cluster(["n1", "n2", "n3"])
+    cluster.elect("n1")
+    leader = cluster["n1"]
+    index = leader.propose(b"x")
+    ready = leader.ready()
+    assert ready is not None
+    assert ready.must_sync
+    assert ready.send_before_sync
+    assert {(m.recipient, type(m)) for m in ready.messages} == {("n2", Append), ("n3", Append)}
+    # n2 acknowledges before the leader's own write is done: one copy is no quorum of three.
+    cluster.deliver([m for m in ready.messages if m.recipient == "n2"])
+    follower_ready = cluster["n2"].ready()
+    assert follower_ready is not None
+    assert follower_ready.must_sync
+    assert not follower_ready.send_before_sync
+    cluster["n2"].advance(follower_ready)
+    cluster.deliver(follower_ready.messages)
+    assert leader.commit_index < index
+    leader.advance(ready)
+    assert leader.commit_index == index
+
+
+def test_a_hard_state_that_only_moves_the_commit_index_needs_no_sync() -> None:
+    cluster = Cluster(["n1", "n2", "n3"])
+    cluster.elect("n1")
+    index = cluster["n1"].propose(b"x")
+    for _ in range(3):  # the appends, their acknowledgements, the leader's new commit index
+        cluster.deliver(cluster.take())
+    ready = cluster["n2"].ready()
+    assert ready is not None
+    assert ready.hard_state is not None
+    assert ready.hard_state.commit == index
+    assert [e.index for e in ready.committed] == [index]
+    assert not ready.must_sync
+    assert not ready.send_before_sync
+
+
+def test_a_vote_is_synced_before_it_is_sent() -> None:
+    cluster = Cluster(["n1", "n2", "n3"], pre_vote=False)
+    cluster["n1"].campaign()
+    cluster.deliver(cluster.flush("n1"))
+    ready = cluster["n2"].ready()
+    assert ready is not None
+    assert ready.hard_state is not None
+    assert ready.hard_state.vote == "n1"
+    assert [type(m) for m in ready.messages] == [VoteResponse]
+    assert ready.must_sync
+    assert not ready.send_before_sync

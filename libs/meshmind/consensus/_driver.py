@@ -36,8 +36,8 @@ Send = Callable[[str, list[bytes]], Awaitable[None]]
 
 
 class Storage(Protocol):
-    """Durable Raft state (``meshmind.raft.DiskStorage``): what was recovered, one synced save
-    per batch, compaction, and closing."""
+    """Durable Raft state (``meshmind.raft.DiskStorage``): what was recovered, one save per
+    batch (synced unless it only moves the commit index), compaction, and closing."""
 
     @property
     def recovered(self) -> Recovered: ...
@@ -47,6 +47,8 @@ class Storage(Protocol):
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> None: ...
 
     def compact(self, snapshot: Snapshot) -> None: ...
@@ -249,11 +251,16 @@ class RaftDriver:
             _log.warning("raft.step_refused", sender=message.sender, reason=str(error))
 
     async def _handle(self, ready: Ready) -> None:
+        if ready.send_before_sync:
+            await self._send_all(ready.messages)
         if ready.must_sync:
             await self._store(
                 lambda: self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
             )
-        await self._send_all(ready.messages)
+        elif ready.hard_state is not None:
+            self._storage.save(ready.hard_state, [], sync=False)
+        if not ready.send_before_sync:
+            await self._send_all(ready.messages)
         if ready.snapshot is not None:
             self._state.restore(ready.snapshot.data)
             self._fail_proposals_upto(ready.snapshot.meta.index)

@@ -282,15 +282,19 @@ class RaftNode:
         hard_state = HardState(self._term, self._vote, log.committed) if state_changed else None
         snapshot = log.pending_snapshot
         log.pending_snapshot = None
+        vote_durable = persisted.term == self._term and persisted.vote == self._vote
         if hard_state:
             self._persisted_state = hard_state
+        entries = log.unstable_entries()
         ready = Ready(
             hard_state,
-            log.unstable_entries(),
+            entries,
             snapshot,
             self._messages,
             log.entries_to_apply(),
             self._read_states,
+            must_sync=bool(entries or snapshot or not vote_durable),
+            send_before_sync=self.role is Role.LEADER and vote_durable,
         )
         self._messages = []
         self._read_states = []

@@ -185,13 +185,19 @@ class DiskStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> None:
         """Make a batch durable with one fsync of the log.
 
         ``snapshot`` (installed from a leader) is written first: entries after its index stay
         only if the log holds its index with its term. ``entries`` follow: the first may sit at
         or below the last durable index, and then replaces the durable suffix from there on.
+        Without ``sync`` only a hard state may be saved; it becomes durable with the next
+        synced save (a crash before then recovers an earlier one).
         """
+        if not sync and (entries or snapshot is not None):
+            raise ValueError("entries and snapshots are saved synced")
         _check_contiguous(entries)
         records: list[Record] = []
         keeps_log = False
@@ -212,7 +218,7 @@ class DiskStorage:
             records.append(_hard_state_record(hard_state))
         if not records:
             return
-        seq = self._wal.append(records, self._header)
+        seq = self._wal.append(records, self._header, sync=sync)
         if snapshot is not None:
             self._install(snapshot.meta, keeps_log=keeps_log)
             self._remove_stale_snapshot_files()

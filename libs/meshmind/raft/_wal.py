@@ -130,6 +130,8 @@ class WriteAheadLog:
         self._segments = segments
         self._active: BinaryIO | None = None
         self._active_size = 0
+        self._unsynced = False
+        """Whether the active segment holds records written without a sync."""
         self.torn = torn
         """The torn final record cut off when the log was opened, if there was one."""
         self._replay: list[tuple[int, Record]] | None = []
@@ -183,17 +185,24 @@ class WriteAheadLog:
         """Sequence numbers of the segments on disk, oldest first."""
         return list(self._segments)
 
-    def append(self, records: Sequence[Record], header: Callable[[], Sequence[Record]]) -> int:
-        """Append records durably; returns the segment they went to.
+    def append(
+        self,
+        records: Sequence[Record],
+        header: Callable[[], Sequence[Record]],
+        *,
+        sync: bool = True,
+    ) -> int:
+        """Append records, durably unless ``sync`` is false (then they become durable with the
+        next synced append, or at close); returns the segment they went to.
 
         When the newest segment is full, a new one is started with ``header()`` (the records that
-        let it be replayed without the segments before it) ahead of ``records``.
+        let it be replayed without the segments before it) ahead of ``records``, and synced.
         """
         created = self._active is None or self._active_size >= self._segment_bytes
         if created:
             self._start_segment()
             records = [*header(), *records]
-        self._write(records, created=created)
+        self._write(records, created=created, sync=sync or created)
         return self._segments[-1]
 
     def rotate(self, header: Sequence[Record]) -> int:
@@ -215,25 +224,34 @@ class WriteAheadLog:
             fsync_directory(self._directory)
 
     def close(self) -> None:
-        """Close the active segment (everything appended is durable already)."""
+        """Sync and close the active segment."""
         if self._active is not None:
+            self._sync_unsynced()
             self._active.close()
             self._active = None
 
-    def _write(self, records: Sequence[Record], *, created: bool) -> None:
+    def _write(self, records: Sequence[Record], *, created: bool, sync: bool = True) -> None:
         data = b"".join(encode_record(record) for record in records)
         active = self._active
         assert active is not None
         active.write(data)
         active.flush()
-        os.fsync(active.fileno())
+        self._unsynced = not sync
+        if sync:
+            os.fsync(active.fileno())
         self._active_size += len(data)
         if created:
             fsync_directory(self._directory)
 
+    def _sync_unsynced(self) -> None:
+        if self._unsynced and self._active is not None:
+            os.fsync(self._active.fileno())
+            self._unsynced = False
+
     def _start_segment(self) -> None:
         seq = self._segments[-1] + 1 if self._segments else 1
         if self._active is not None:
+            self._sync_unsynced()
             self._active.close()
         self._segments.append(seq)
         self._open_active(seq)
