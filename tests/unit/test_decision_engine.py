@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -21,6 +22,7 @@ from meshmind.bus.protocol import (
     KvCas,
     KvEntryInfo,
     KvWrite,
+    PeerChange,
     VoteReply,
     VoteRequest,
 )
@@ -59,6 +61,7 @@ class Ports:
     engines: dict[str, DecisionEngine]
     acted: list[DecisionRecord]
     events: list[DecisionEvent]
+    stalled: bool = False
 
     async def vote(self, peer: str, request: VoteRequest, timeout_s: float) -> VoteReply:
         await asyncio.sleep(0)
@@ -113,6 +116,8 @@ class Ports:
         self.events.append(event)
 
     async def act(self, record: DecisionRecord) -> str:
+        if self.stalled:  # the host dies before its actuator runs
+            await asyncio.Event().wait()
         self.acted.append(record)
         self.engines[record.executor].situation.peer_joined(record.target, 2000.0)
         return f"restarted {record.target}"
@@ -272,5 +277,71 @@ async def test_rounds_a_trainer_took_part_in_or_missed_the_deadline_of_are_no_fa
     [record] = acted
     assert record.key == "trainer-failing/n5/10.000000"
     assert [e.at for e in record.anomaly.evidence] == [10.0, 40.0, 60.0]
+    for engine in engines.values():
+        await engine.close()
+
+
+async def executor_stalls_after_committing(
+    engines: dict[str, DecisionEngine], store: Store
+) -> DecisionRecord:
+    """n3's services died; n1 commits the decision to restart them, and dies before acting."""
+    del engines["n3"]
+    stalled = engines["n1"]
+    ports = stalled.ports
+    assert isinstance(ports, Ports)
+    ports.stalled = True
+    gone = [e.situation.peer_left("n3", 1000.0, at=5.0) for e in engines.values()]
+    record = await stalled.decide(gone[0], 5.0)
+    assert record.executor == "n1"
+    await stalled.close()
+    del engines["n1"]
+    return record
+
+
+def n1_left(engines: dict[str, DecisionEngine]) -> list[Awaitable[None]]:
+    return [
+        engine.on_peer_change(PeerChange(observer=node, node="n1", kind="left", peer=None, at=6.0))
+        for node, engine in engines.items()
+    ]
+
+
+def stored_decision(store: Store, key: str) -> DecisionRecord:
+    return DecisionRecord.model_validate_json(store.get(f"decision/anomaly/{key}").value or "")
+
+
+async def test_a_decision_whose_executor_departs_before_acting_is_taken_over_once() -> None:
+    engines, store, acted = mesh(NODES)
+    record = await executor_stalls_after_committing(engines, store)
+
+    await asyncio.gather(*n1_left(engines))
+
+    await eventually(lambda: stored_decision(store, record.key).outcome is not None, within=5.0)
+    final = stored_decision(store, record.key)
+    assert final.taken_over_from == "n1"
+    assert final.executor in {"n2", "n4", "n5"}
+    assert final.outcome == "cleared"
+    assert [(r.action, r.executor) for r in acted if r.target == "n3"] == [
+        ("restart-services", final.executor)
+    ]
+    assert [d.idempotency_key for d in store.log if record.key in d.idempotency_key] == [
+        record.key,
+        f"takeover/{record.key}/n1",
+        f"outcome/{record.key}",
+    ]
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_a_departed_executors_decision_whose_anomaly_cleared_is_left_alone() -> None:
+    engines, store, acted = mesh(NODES)
+    record = await executor_stalls_after_committing(engines, store)
+    for engine in engines.values():
+        engine.situation.peer_joined("n3", 2000.0)  # n3 came back by itself
+
+    await asyncio.gather(*n1_left(engines))
+    await asyncio.sleep(FAST.outcome_s + 0.5)
+
+    assert [r for r in acted if r.target == "n3"] == []
+    assert stored_decision(store, record.key).executor == "n1"
     for engine in engines.values():
         await engine.close()

@@ -881,6 +881,12 @@ class DecisionRecord(Message):
     outcome: Literal["cleared", "persisted", "failed"] | None = Field(
         default=None, description="Whether the anomaly cleared within the deadline."
     )
+    taken_over_from: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The executor that departed leaving this decision without an outcome; "
+        "`executor` took it over.",
+    )
 
 
 class DecideRequest(Message):
@@ -911,7 +917,9 @@ class VoteReply(Message):
     reason: str = Field(max_length=512)
 
 
-DecisionEventKind = Literal["proposed", "committed", "executed", "outcome", "rejected"]
+DecisionEventKind = Literal[
+    "proposed", "committed", "taken-over", "executed", "outcome", "rejected"
+]
 
 
 class DecisionEvent(Message):

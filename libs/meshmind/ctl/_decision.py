@@ -84,10 +84,13 @@ def _run(
 def decision_line(record: DecisionRecord) -> str:
     """One decision as a line: what, on whom, agreed how, done how, and with what outcome."""
     approvals = sum(v.approve for v in record.votes)
+    executor = record.executor
+    if record.taken_over_from is not None:
+        executor += f", taken over from {record.taken_over_from}"
     return (
         f"#{record.seq or '?'} {record.key}: {record.action} on {record.target} "
         f"({approvals}/{len(record.members)} approved, quorum {record.quorum}; "
-        f"proposed and executed by {record.executor}); "
+        f"proposed by {record.proposer}, executed by {executor}); "
         f"executed: {record.executed or 'not yet'}; outcome: {record.outcome or 'pending'}"
     )
 

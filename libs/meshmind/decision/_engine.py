@@ -39,6 +39,7 @@ from meshmind.decision._wire import (
     outcome_name,
     plan_of,
     short_name,
+    takeover_name,
     vote_info,
     vote_request,
 )
@@ -46,6 +47,8 @@ from meshmind.decision._wire import (
 _log = get_logger(__name__)
 
 KNOWLEDGE_CAS_ATTEMPTS = 20
+TAKEOVER_WINDOW = 200
+"""How many of the newest log entries are searched for a departed executor's decisions."""
 MAX_EVIDENCE_TEXT = 512
 SEEN_ALIKE: frozenset[AnomalyKind] = frozenset({"host-gone", "trainer-failing"})
 """Anomalies every host finds in the same events: proposed unless decided already."""
@@ -172,6 +175,7 @@ class DecisionEngine:
         anomaly = self.situation.peer_left(change.node, started_at, change.at)
         if change.node != self.node:
             self.detected(anomaly)
+            self.spawn(self._take_over_from(change.node), f"take over from {change.node}")
 
     async def on_link_change(self, change: LinkChange) -> None:
         """A link report from any host's monitor. This host proposes only what it measured
@@ -385,10 +389,71 @@ class DecisionEngine:
         self.decided += 1
         _log.info("decision.committed", key=record.key, action=record.action, seq=write.seq)
         await self._announce("committed", record)
+        self._start_execution(record, write.revision)
+        return record
+
+    def _start_execution(self, record: DecisionRecord, revision: int) -> None:
         done = asyncio.get_running_loop().create_future()
         self._executions[record.key] = done
-        self.spawn(self._execute(record, write.revision, done), f"execute {record.key}")
-        return record
+        self.spawn(self._execute(record, revision, done), f"execute {record.key}")
+
+    # --- take over what a departed executor left -----------------------------------------
+
+    async def _take_over_from(self, departed: str) -> None:
+        """Execute the recent decisions ``departed`` claimed and left without an outcome."""
+        last_seq = (await self.ports.log(0, 1)).last_seq
+        records, _ = await self.history(max(0, last_seq - TAKEOVER_WINDOW), TAKEOVER_WINDOW)
+        for record in records:
+            if record.executor == departed and record.outcome is None:
+                self.spawn(self._take_over(record.key, departed), f"take over {record.key}")
+
+    async def _take_over(self, key: str, departed: str) -> None:
+        """Once the decision's outcome deadline has passed with its anomaly still here and no
+        outcome stored, claim it with a cas on the stored decision (one host wins) and execute
+        it. An executor that acted and departed before its outcome was stored is acted for
+        again: execution after a departure is at least once."""
+        record, _ = await self._unfinished(key, departed)
+        if record is None:
+            return
+        anomaly = anomaly_of(record.anomaly)
+        due = record.decided_at + self.settings.outcome_s - self.clock()
+        await asyncio.sleep(max(0.0, due) + self._stagger(anomaly))
+        if not self.situation.holds(anomaly):
+            _log.info("decision.takeover_unneeded", key=key, executor=departed)
+            return
+        record, revision = await self._unfinished(key, departed)
+        if record is None:
+            return
+        taken = record.model_copy(update={"executor": self.node, "taken_over_from": departed})
+        text = taken.model_dump_json()
+        write = await self.ports.cas(
+            KvCas(
+                key=ANOMALY_PREFIX + key,
+                expected_revision=revision,
+                value=text,
+                log_record=text,
+                log_key=takeover_name(key, departed),
+            )
+        )
+        if not write.ok:
+            return  # another host took it over first
+        _log.info("decision.taken_over", key=key, action=taken.action, executor=departed)
+        await self._announce("taken-over", taken)
+        self._start_execution(taken, write.revision)
+
+    async def _unfinished(self, key: str, executor: str) -> tuple[DecisionRecord | None, int]:
+        """The stored decision of anomaly ``key`` and its revision, if ``executor`` is to
+        execute it and it has no outcome."""
+        stored = await self.ports.get(ANOMALY_PREFIX + key)
+        if stored.value is None:
+            return None, 0
+        try:
+            record = DecisionRecord.model_validate_json(stored.value)
+        except ValueError:
+            return None, 0
+        if record.executor != executor or record.outcome is not None:
+            return None, 0
+        return record, stored.revision
 
     async def _watching(self, key: str) -> None:
         """Until this host's execution of decision ``key`` has its outcome."""

@@ -77,3 +77,8 @@ def short_name(name: str) -> str:
 def outcome_name(key: str) -> str:
     """The idempotency key of a decision's outcome entry in the log."""
     return short_name(f"outcome/{key}")
+
+
+def takeover_name(key: str, departed: str) -> str:
+    """The idempotency key of the log entry of a decision taken over from ``departed``."""
+    return short_name(f"takeover/{key}/{departed}")
