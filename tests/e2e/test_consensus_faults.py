@@ -64,6 +64,32 @@ async def test_writes_commit_again_after_the_leader_host_is_killed(tmp_path: Pat
                 await bus.close()
 
 
+@pytest.mark.timeout(240)
+async def test_followers_that_find_the_leaders_service_gone_elect_before_their_timeout(
+    tmp_path: Path,
+) -> None:
+    # An election timeout of 6-12 s: a new leader within 4 s of the kill is the detector's.
+    async with consensus_lab(
+        tmp_path / "lab", NODES, "raft", CONSENSUS_ELECTION_TICKS="60"
+    ) as mesh:
+        buses = {n: await connect(mesh, n) for n in NODES}
+        try:
+            leader = await wait_for_leader(buses["n1"], within=60)
+            survivor = next(n for n in NODES if n != leader)
+            await _put_until_ok(buses[survivor], "before", "1")
+            await mesh.kill_services(leader)
+
+            async def another_leader() -> bool:
+                status = await ask(buses[survivor], CONSENSUS_STATUS, Empty())
+                return status.leader not in (None, leader)
+
+            await eventually(another_leader, within=4.0, every=0.1)
+            await _put_until_ok(buses[survivor], "after", "2", within=10)
+        finally:
+            for bus in buses.values():
+                await bus.close()
+
+
 @pytest.mark.timeout(300)
 async def test_every_acknowledged_entry_survives_kill_9_of_a_minority_then_of_all(
     tmp_path: Path,

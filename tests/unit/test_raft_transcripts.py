@@ -536,3 +536,27 @@ def test_a_vote_is_synced_before_it_is_sent() -> None:
     assert [type(m) for m in ready.messages] == [VoteResponse]
     assert ready.must_sync
     assert not ready.send_before_sync
+
+
+def test_followers_that_forget_a_dead_leader_elect_without_waiting_out_its_lease() -> None:
+    cluster = Cluster(["n1", "n2", "n3"])
+    cluster.elect("n1")
+    cluster.cut = {"n1"}
+    cluster["n2"].campaign()
+    cluster.settle()
+    assert role(cluster["n2"]) is not Role.LEADER  # n3 is in n1's lease: it ignores the pre-vote
+    for node in ("n2", "n3"):
+        cluster[node].forget_leader()
+    assert cluster["n3"].leader is None
+    cluster["n2"].campaign()
+    cluster.settle()
+    assert role(cluster["n2"]) is Role.LEADER
+    assert cluster["n3"].leader == "n2"
+
+
+def test_a_follower_that_forgot_its_leader_follows_it_again_once_it_hears_from_it() -> None:
+    cluster = Cluster(["n1", "n2", "n3"])
+    cluster.elect("n1")
+    cluster["n2"].forget_leader()
+    cluster.tick(["n1"], 1)  # a heartbeat
+    assert cluster["n2"].leader == "n1"

@@ -198,6 +198,16 @@ class RaftDriver:
         self._applied_waiters.append((index, future))
         await future
 
+    def forget_leader(self) -> None:
+        """Forget the leader a failure detector says is gone (see ``RaftNode.forget_leader``)."""
+        self.node.forget_leader()
+        self._wake.set()
+
+    def campaign(self) -> None:
+        """Stand for election now."""
+        self.node.campaign()
+        self._wake.set()
+
     def transfer(self, to: str) -> None:
         """Start handing leadership to ``to``."""
         self.node.transfer_leadership(to)

@@ -9,9 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshmind.bus import Bus, BusError, Subscription, background, get_logger
+from meshmind.bus import (
+    Bus,
+    BusError,
+    Empty,
+    NoResponders,
+    Subscription,
+    background,
+    get_logger,
+)
 from meshmind.bus.protocol import (
     CONSENSUS_COMMITTED,
+    CONSENSUS_STATUS,
     DISCOVERY_PEERS,
     RAFT_MESSAGES,
     AppliedEntry,
@@ -58,6 +67,9 @@ BALANCE_READ_S = 5.0
 """How long the balancer waits for discovery's peers and for the links bucket."""
 BALANCE_COMMIT_S = 30.0
 """How long the balancer waits for its membership change to commit before trying afresh."""
+SUSPECT_TICKS = 3
+"""Ticks without a word from the leader before a follower asks whether its service is there;
+also the stagger between the surviving voters' campaigns."""
 _OPS = {
     Put: "put",
     Cas: "cas",
@@ -132,6 +144,7 @@ class RaftBackend(StateBackend):
             background(driver.run, "raft.loop"),
             background(self._clock, "raft.clock"),
             background(self._publish_applied, "raft.committed"),
+            background(self._watch_leader, "raft.watch_leader"),
         ]
         if self.settings.balance_every_s > 0:
             self._tasks.append(background(self._balance, "raft.balance"))
@@ -171,6 +184,46 @@ class RaftBackend(StateBackend):
                         driver.propose(encode_command(Tick(time.time()))),
                         self.settings.lease_tick_s,
                     )
+
+    # ---- a follower's failure detector
+
+    async def _watch_leader(self) -> None:
+        """Fail over without waiting out the election timeout when the leader's service is gone.
+
+        A follower that has not heard from its leader for ``SUSPECT_TICKS`` ticks asks the
+        leader's status endpoint. NATS answers "no responders" at once when no consensus
+        service serves that host (it died, or its leaf left the hub); an answer or a timeout
+        (a slow or silently cut link) proves nothing and changes nothing. On "no responders"
+        the follower forgets the leader, and the surviving voters campaign one after another in
+        id order, ``SUSPECT_TICKS`` ticks apart, until one wins; those that forgot vote at once.
+        """
+        tick = self.settings.tick_s
+        while True:
+            await asyncio.sleep(tick)
+            driver = self._driver()
+            leader = driver.node.leader
+            if leader is None or leader == self.node or driver.node.silent_ticks < SUSPECT_TICKS:
+                continue
+            try:
+                await self._bus.request(
+                    CONSENSUS_STATUS, Empty(), node=leader, timeout=SUSPECT_TICKS * tick
+                )
+                continue
+            except NoResponders:
+                pass
+            except BusError:
+                continue
+            if driver.node.leader != leader:
+                continue
+            _log.info("raft.leader_gone", leader=leader)
+            driver.forget_leader()
+            survivors = sorted(driver.node.conf.voters - {leader})
+            if self.node not in survivors:
+                continue
+            await asyncio.sleep(survivors.index(self.node) * SUSPECT_TICKS * tick)
+            if driver.node.leader is None:
+                with contextlib.suppress(RaftError):
+                    driver.campaign()
 
     # ---- the leader's membership balancer
 

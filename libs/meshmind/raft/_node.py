@@ -108,6 +108,11 @@ class RaftNode:
         return self._lead
 
     @property
+    def silent_ticks(self) -> int:
+        """Ticks since a follower last heard from its leader (or since its last election)."""
+        return self._election_elapsed
+
+    @property
     def conf(self) -> ConfState:
         """The membership in effect (the latest one in the log, committed or not)."""
         return self._conf
@@ -241,6 +246,15 @@ class RaftNode:
             self._reads_awaiting_commit.append(request_id)
         else:
             self._start_read(request_id)
+
+    def forget_leader(self) -> None:
+        """Forget a follower's leader, as when a failure detector outside Raft says it is gone
+        (etcd's ForgetLeader): the follower then grants pre-votes and votes at once instead of
+        waiting out its leader's lease, so a quorum that forgot can elect without waiting for
+        an election timeout. It campaigns only on its own timeout, as before, and hearing from
+        the leader again restores it."""
+        if self.role is Role.FOLLOWER:
+            self._lead = None
 
     def campaign(self) -> None:
         """Start an election now (with a pre-vote when configured)."""
