@@ -54,6 +54,12 @@ class Store:
         return KvWrite(key=key, ok=True, revision=self.revision, value=value)
 
 
+def opened() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Ports:
     node: str
@@ -62,6 +68,7 @@ class Ports:
     acted: list[DecisionRecord]
     events: list[DecisionEvent]
     stalled: bool = False
+    reads_open: asyncio.Event = field(default_factory=opened)
 
     async def vote(self, peer: str, request: VoteRequest, timeout_s: float) -> VoteReply:
         await asyncio.sleep(0)
@@ -70,7 +77,7 @@ class Ports:
         return await self.engines[peer].vote(request)
 
     async def get(self, key: str) -> KvEntryInfo:
-        await asyncio.sleep(0)
+        await self.reads_open.wait()
         return self.store.get(key)
 
     async def cas(self, request: KvCas) -> KvWrite:
@@ -193,6 +200,27 @@ async def test_knowledge_of_a_failing_action_changes_the_next_plan() -> None:
 
     assert record.action == "wait"
     assert record.ranking == ["wait", "restart-services"]
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_plans_use_the_knowledge_read_before_while_a_fresh_read_is_slow() -> None:
+    engines, store, _ = mesh(NODES, replace(FAST, knowledge_cache_s=0.0))
+    n1 = engines["n1"]
+    assert (await n1.knowledge()).outcomes == {}
+    store.write("decision/knowledge", json.dumps({"host-gone": {"restart-services": [4, 0]}}))
+    ports = n1.ports
+    assert isinstance(ports, Ports)
+    ports.reads_open.clear()  # the store is slow to answer from now on
+
+    assert (await asyncio.wait_for(n1.knowledge(), 1.0)).outcomes == {}
+
+    ports.reads_open.set()
+
+    async def reread() -> bool:
+        return (await n1.knowledge()).outcomes != {}
+
+    await eventually(reread, within=2.0)
     for engine in engines.values():
         await engine.close()
 

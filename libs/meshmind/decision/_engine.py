@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -139,6 +139,7 @@ class DecisionEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._executions: dict[str, asyncio.Future[None]] = {}
         self._knowledge: tuple[float, KnowledgeBase] | None = None
+        self._rereading = False
         self.decided = 0
         self.executed = 0
 
@@ -229,9 +230,14 @@ class DecisionEngine:
             except Exception:
                 _log.exception("decision.failed", work=name)
 
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if isinstance(work, Coroutine):
+                work.close()  # a no-op once run; quiets one cancelled before it started
+
         task = asyncio.create_task(guarded(), name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(finished)
 
     async def _propose_detected(self, anomaly: Anomaly) -> None:
         if anomaly.kind in LINK_KINDS:
@@ -542,17 +548,29 @@ class DecisionEngine:
         await self._announce("outcome", record)
 
     async def knowledge(self) -> KnowledgeBase:
-        """The knowledge base from the consensus store (cached for a moment)."""
-        now = time.monotonic()
-        if (
-            self._knowledge is not None
-            and now - self._knowledge[0] < self.settings.knowledge_cache_s
-        ):
-            return self._knowledge[1]
+        """The knowledge base from the consensus store: read once, then served from memory
+        and re-read in the background once it is ``knowledge_cache_s`` old. A plan may so rank
+        by knowledge a read older; the vote and the commit never wait for it."""
+        if self._knowledge is None:
+            return await self._read_knowledge()
+        read_at, knowledge = self._knowledge
+        stale = time.monotonic() - read_at >= self.settings.knowledge_cache_s
+        if stale and not self._rereading:
+            self._rereading = True
+            self.spawn(self._reread_knowledge(), "read the knowledge base")
+        return knowledge
+
+    async def _read_knowledge(self) -> KnowledgeBase:
         stored = await self.ports.get(KNOWLEDGE_KEY)
         knowledge = parse_knowledge(stored.value)
-        self._knowledge = (now, knowledge)
+        self._knowledge = (time.monotonic(), knowledge)
         return knowledge
+
+    async def _reread_knowledge(self) -> None:
+        try:
+            await self._read_knowledge()
+        finally:
+            self._rereading = False
 
     async def _announce(self, kind: DecisionEventKind, record: DecisionRecord) -> None:
         event = DecisionEvent(node=self.node, kind=kind, record=record, at=self.clock())
