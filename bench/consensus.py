@@ -219,8 +219,9 @@ async def run() -> Report:
             "failover_s",
             median(raft3.failover_s) if not isinstance(raft3, str) else None,
             note=f"the same kills with CONSENSUS_ELECTION_TICKS={SHORT_ELECTION_TICKS} (an "
-            "election timeout of 0.5-1.0 s): failover is bounded below by the election "
-            "timeout, which the default keeps at 1.0-2.0 s for links of hundreds of ms",
+            "election timeout of 0.5-1.0 s): the followers find a killed leader's service "
+            "gone after 3 ticks of silence either way, so the timeout, which the default "
+            "keeps at 1.0-2.0 s for links of hundreds of ms, bounds only a silent cut",
         ),
         lab_metric(
             jetstream3,

@@ -26,6 +26,8 @@ class _Direction:
     wire_free_at: float = 0.0
     last_delivery_at: float = 0.0
     bytes: int = 0
+    queued: int = 0
+    """Chunks read and not yet delivered (or dropped)."""
 
 
 Way = Literal["up", "down"]
@@ -101,20 +103,23 @@ class _Connection:
         async def deliver() -> None:
             while True:
                 at, data = await queue.get()
-                wait = at - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if self._drops(way) or writer is None:  # in flight when the link went quiet
-                    self.damaged = True
+                try:
+                    wait = at - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if self._drops(way) or writer is None:  # in flight when the link went quiet
+                        self.damaged = True
+                        if not data:
+                            return
+                        continue
                     if not data:
+                        writer.write_eof() if writer.can_write_eof() else writer.close()
                         return
-                    continue
-                if not data:
-                    writer.write_eof() if writer.can_write_eof() else writer.close()
-                    return
-                writer.write(data)
-                await writer.drain()
-                state.bytes += len(data)
+                    writer.write(data)
+                    await writer.drain()
+                    state.bytes += len(data)
+                finally:
+                    state.queued -= 1
 
         delivering = asyncio.create_task(deliver())
         try:
@@ -129,6 +134,12 @@ class _Connection:
                 at = delivery_time(
                     loop.time(), len(data), self._emulator.shape, state, self._emulator.rng
                 )
+                if data and writer is not None and not state.queued and at <= loop.time():
+                    writer.write(data)  # due now, nothing ahead of it: no detour via the queue
+                    await writer.drain()
+                    state.bytes += len(data)
+                    continue
+                state.queued += 1
                 await queue.put((at, data))
                 if not data:
                     break
