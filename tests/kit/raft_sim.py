@@ -2,7 +2,8 @@
 
 Every run is a function of its seed: nodes, a lossy and reordering network, partitions that come
 and go (symmetric and one-way), crash-restarts that lose what was not persisted and tear the last
-write, membership changes, and clients running put/get/cas/delete against a replicated register
+write, failure detectors that make a node forget its leader (rightly or not), membership
+changes, and clients running put/get/cas/delete against a replicated register
 map. Run ``python -m tests.kit.raft_sim --seeds N`` for many seeds, ``--seed S`` for one.
 """
 
@@ -184,6 +185,7 @@ class SimResult:
     leaders: int
     crashes: int
     torn_writes: int
+    leaders_forgotten: int
     snapshots_installed: int
     membership_changes: int
     index_reads: int
@@ -231,6 +233,7 @@ class Simulation:
         self.next_op = 1
         self.crashes = 0
         self.torn_writes = 0
+        self.leaders_forgotten = 0
         self.snapshots_installed = 0
         self.membership_changes = 0
         self.index_reads = 0
@@ -265,6 +268,7 @@ class Simulation:
             len(self.leaders),
             self.crashes,
             self.torn_writes,
+            self.leaders_forgotten,
             self.snapshots_installed,
             self.membership_changes,
             self.index_reads,
@@ -433,7 +437,7 @@ class Simulation:
             self.blocked.clear()
         if rng.random() >= self.settings.fault_rate:
             return
-        fault = rng.randrange(4)
+        fault = rng.randrange(5)
         if fault == 0:
             side = set(rng.sample(self.ids, rng.randrange(1, len(self.ids) // 2 + 1)))
             self.blocked = {
@@ -447,6 +451,13 @@ class Simulation:
             if rng.random() < 0.5:
                 self.blocked = {(b, a) for a, b in self.blocked}
             self.partition_until = self.now + rng.randrange(10, 80)
+        elif fault == 2:  # a failure detector, right or wrong, says the leader is gone
+            raft = self.nodes[rng.choice(self.ids)].raft
+            if raft is not None:
+                raft.forget_leader()
+                if rng.random() < 0.5:
+                    raft.campaign()
+                self.leaders_forgotten += 1
         else:
             node = self.nodes[rng.choice(self.ids)]
             if node.raft is not None:

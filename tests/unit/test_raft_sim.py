@@ -29,6 +29,7 @@ def test_the_runs_exercise_every_fault_and_feature() -> None:
         for name in (
             "crashes",
             "torn_writes",
+            "leaders_forgotten",
             "snapshots_installed",
             "membership_changes",
             "index_reads",
