@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import pytest
 
@@ -68,6 +69,8 @@ class Ports:
     acted: list[DecisionRecord]
     events: list[DecisionEvent]
     stalled: bool = False
+    unavailable: int = 0
+    """How many store calls from now on fail with a 503."""
     reads_open: asyncio.Event = field(default_factory=opened)
 
     async def vote(self, peer: str, request: VoteRequest, timeout_s: float) -> VoteReply:
@@ -76,12 +79,19 @@ class Ports:
             raise ServiceError(503, f"{peer} is down")
         return await self.engines[peer].vote(request)
 
+    def _maybe_unavailable(self) -> None:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise ServiceError(503, "consensus unavailable: no leader yet")
+
     async def get(self, key: str) -> KvEntryInfo:
         await self.reads_open.wait()
+        self._maybe_unavailable()
         return self.store.get(key)
 
     async def cas(self, request: KvCas) -> KvWrite:
         await asyncio.sleep(0)
+        self._maybe_unavailable()
         current = self.store.get(request.key)
         if request.expected_revision is not None:
             matches = current.revision == request.expected_revision
@@ -116,6 +126,7 @@ class Ports:
         return DecisionAck(seq=seq, duplicate=False)
 
     async def log(self, after: int, limit: int) -> DecisionList:
+        self._maybe_unavailable()
         page = [d for d in self.store.log if d.seq > after][:limit]
         return DecisionList(decisions=page, last_seq=len(self.store.log))
 
@@ -326,9 +337,11 @@ async def executor_stalls_after_committing(
     return record
 
 
-def n1_left(engines: dict[str, DecisionEngine]) -> list[Awaitable[None]]:
+def n1_changed(
+    engines: dict[str, DecisionEngine], kind: Literal["joined", "left"]
+) -> list[Awaitable[None]]:
     return [
-        engine.on_peer_change(PeerChange(observer=node, node="n1", kind="left", peer=None, at=6.0))
+        engine.on_peer_change(PeerChange(observer=node, node="n1", kind=kind, peer=None, at=6.0))
         for node, engine in engines.items()
     ]
 
@@ -341,7 +354,7 @@ async def test_a_decision_whose_executor_departs_before_acting_is_taken_over_onc
     engines, store, acted = mesh(NODES)
     record = await executor_stalls_after_committing(engines, store)
 
-    await asyncio.gather(*n1_left(engines))
+    await asyncio.gather(*n1_changed(engines, "left"))
 
     await eventually(lambda: stored_decision(store, record.key).outcome is not None, within=5.0)
     final = stored_decision(store, record.key)
@@ -360,13 +373,45 @@ async def test_a_decision_whose_executor_departs_before_acting_is_taken_over_onc
         await engine.close()
 
 
+async def test_a_takeover_waits_out_a_store_without_a_leader() -> None:
+    engines, store, acted = mesh(NODES)
+    record = await executor_stalls_after_committing(engines, store)
+    for engine in engines.values():
+        ports = engine.ports
+        assert isinstance(ports, Ports)
+        ports.unavailable = 6  # the departed host led the consensus group
+
+    await asyncio.gather(*n1_changed(engines, "left"))
+
+    await eventually(lambda: stored_decision(store, record.key).outcome is not None, within=10.0)
+    assert [r.executor for r in acted if r.target == "n3"] == [
+        stored_decision(store, record.key).executor
+    ]
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_an_executor_that_comes_back_keeps_its_decision() -> None:
+    engines, store, acted = mesh(NODES)
+    record = await executor_stalls_after_committing(engines, store)
+
+    await asyncio.gather(*n1_changed(engines, "left"))
+    await asyncio.gather(*n1_changed(engines, "joined"))  # a flap: n1 was there all along
+    await asyncio.sleep(FAST.outcome_s + 0.5)
+
+    assert [r for r in acted if r.target == "n3"] == []
+    assert stored_decision(store, record.key).executor == "n1"
+    for engine in engines.values():
+        await engine.close()
+
+
 async def test_a_departed_executors_decision_whose_anomaly_cleared_is_left_alone() -> None:
     engines, store, acted = mesh(NODES)
     record = await executor_stalls_after_committing(engines, store)
     for engine in engines.values():
         engine.situation.peer_joined("n3", 2000.0)  # n3 came back by itself
 
-    await asyncio.gather(*n1_left(engines))
+    await asyncio.gather(*n1_changed(engines, "left"))
     await asyncio.sleep(FAST.outcome_s + 0.5)
 
     assert [r for r in acted if r.target == "n3"] == []

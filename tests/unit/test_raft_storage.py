@@ -439,6 +439,7 @@ def test_a_batch_whose_fsync_fails_is_not_acknowledged(
             storage.save(HardState(term=2), entries(4, 4, term=2))
         assert storage.last_index == 3
         assert storage.hard_state == HardState(term=1)
+        monkeypatch.undo()  # closing syncs what the failed fsync left behind
 
 
 def test_a_commit_saved_unsynced_costs_no_fsync_and_is_durable_after_close(

@@ -195,7 +195,8 @@ class RaftBackend(StateBackend):
         service serves that host (it died, or its leaf left the hub); an answer or a timeout
         (a slow or silently cut link) proves nothing and changes nothing. On "no responders"
         the follower forgets the leader, and the surviving voters campaign one after another in
-        id order, ``SUSPECT_TICKS`` ticks apart, until one wins; those that forgot vote at once.
+        id order, the first a tick later (the others find the leader gone meanwhile) and the
+        rest ``SUSPECT_TICKS`` ticks apart, until one wins; those that forgot vote at once.
         """
         tick = self.settings.tick_s
         while True:
@@ -208,10 +209,12 @@ class RaftBackend(StateBackend):
                 await self._bus.request(
                     CONSENSUS_STATUS, Empty(), node=leader, timeout=SUSPECT_TICKS * tick
                 )
-                continue
             except NoResponders:
                 pass
             except BusError:
+                continue
+            else:  # alive, its heartbeats late: ask again only after as long again
+                await asyncio.sleep(SUSPECT_TICKS * tick)
                 continue
             if driver.node.leader != leader:
                 continue
@@ -220,7 +223,8 @@ class RaftBackend(StateBackend):
             survivors = sorted(driver.node.conf.voters - {leader})
             if self.node not in survivors:
                 continue
-            await asyncio.sleep(survivors.index(self.node) * SUSPECT_TICKS * tick)
+            # one tick for the others to find it gone too, then in turn
+            await asyncio.sleep((1 + survivors.index(self.node) * SUSPECT_TICKS) * tick)
             if driver.node.leader is None:
                 with contextlib.suppress(RaftError):
                     driver.campaign()

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from meshmind.bus import ServiceError, get_logger
 from meshmind.bus.protocol import (
@@ -49,6 +49,10 @@ _log = get_logger(__name__)
 KNOWLEDGE_CAS_ATTEMPTS = 20
 TAKEOVER_WINDOW = 200
 """How many of the newest log entries are searched for a departed executor's decisions."""
+STORE_ATTEMPTS = 30
+"""Tries of a takeover's reads and cas while the store is unavailable, ``retry_s`` apart."""
+STORE_UNAVAILABLE = frozenset({503, 504})
+T = TypeVar("T")
 MAX_EVIDENCE_TEXT = 512
 SEEN_ALIKE: frozenset[AnomalyKind] = frozenset({"host-gone", "trainer-failing"})
 """Anomalies every host finds in the same events: proposed unless decided already."""
@@ -407,59 +411,85 @@ class DecisionEngine:
 
     async def _take_over_from(self, departed: str) -> None:
         """Execute the recent decisions ``departed`` claimed and left without an outcome."""
-        last_seq = (await self.ports.log(0, 1)).last_seq
-        records, _ = await self.history(max(0, last_seq - TAKEOVER_WINDOW), TAKEOVER_WINDOW)
+        last_seq = (await self._retried(lambda: self.ports.log(0, 1))).last_seq
+        after = max(0, last_seq - TAKEOVER_WINDOW)
+        records, _ = await self._retried(lambda: self.history(after, TAKEOVER_WINDOW))
         for record in records:
             if record.executor == departed and record.outcome is None:
                 self.spawn(self._take_over(record.key, departed), f"take over {record.key}")
 
     async def _take_over(self, key: str, departed: str) -> None:
-        """Once the decision's outcome deadline has passed with its anomaly still here and no
-        outcome stored, claim it with a cas on the stored decision (one host wins) and execute
-        it. An executor that acted and departed before its outcome was stored is acted for
-        again: execution after a departure is at least once."""
-        record, _ = await self._unfinished(key, departed)
-        if record is None:
+        """Once the decision's outcome deadline has passed with its anomaly still here, its
+        executor still gone and no outcome stored, claim it with a cas on the stored decision
+        (one host wins) and execute it. An executor that acted and departed before its outcome
+        was stored is acted for again: execution after a departure is at least once."""
+        record, _ = await self._retried(lambda: self._stored(key))
+        if record is None or record.executor != departed or record.outcome is not None:
             return
         anomaly = anomaly_of(record.anomaly)
         due = record.decided_at + self.settings.outcome_s - self.clock()
         await asyncio.sleep(max(0.0, due) + self._stagger(anomaly))
+        if departed not in self._departed:
+            _log.info("decision.executor_back", key=key, executor=departed)
+            return
         if not self.situation.holds(anomaly):
             _log.info("decision.takeover_unneeded", key=key, executor=departed)
             return
-        record, revision = await self._unfinished(key, departed)
-        if record is None:
-            return
-        taken = record.model_copy(update={"executor": self.node, "taken_over_from": departed})
-        text = taken.model_dump_json()
-        write = await self.ports.cas(
-            KvCas(
+        for _ in range(STORE_ATTEMPTS):
+            record, revision = await self._retried(lambda: self._stored(key))
+            if record is None or record.outcome is not None:
+                return
+            if record.executor == self.node and record.taken_over_from == departed:
+                break  # this host's cas below committed, though its answer was lost
+            if record.executor != departed:
+                return  # another host took it over
+            claim = record.model_copy(update={"executor": self.node, "taken_over_from": departed})
+            text = claim.model_dump_json()
+            request = KvCas(
                 key=ANOMALY_PREFIX + key,
                 expected_revision=revision,
                 value=text,
                 log_record=text,
                 log_key=takeover_name(key, departed),
             )
-        )
-        if not write.ok:
-            return  # another host took it over first
-        _log.info("decision.taken_over", key=key, action=taken.action, executor=departed)
-        await self._announce("taken-over", taken)
-        self._start_execution(taken, write.revision)
+            try:
+                write = await self.ports.cas(request)
+            except ServiceError as error:
+                if error.code not in STORE_UNAVAILABLE:
+                    raise
+                await asyncio.sleep(self.settings.retry_s)
+                continue
+            if write.ok:
+                record, revision = claim, write.revision
+                break
+        else:
+            return
+        _log.info("decision.taken_over", key=key, action=record.action, executor=departed)
+        await self._announce("taken-over", record)
+        self._start_execution(record, revision)
 
-    async def _unfinished(self, key: str, executor: str) -> tuple[DecisionRecord | None, int]:
-        """The stored decision of anomaly ``key`` and its revision, if ``executor`` is to
-        execute it and it has no outcome."""
+    async def _stored(self, key: str) -> tuple[DecisionRecord | None, int]:
+        """The stored decision of anomaly ``key`` (None if absent or unreadable), and its
+        revision."""
         stored = await self.ports.get(ANOMALY_PREFIX + key)
         if stored.value is None:
-            return None, 0
+            return None, stored.revision
         try:
-            record = DecisionRecord.model_validate_json(stored.value)
+            return DecisionRecord.model_validate_json(stored.value), stored.revision
         except ValueError:
-            return None, 0
-        if record.executor != executor or record.outcome is not None:
-            return None, 0
-        return record, stored.revision
+            return None, stored.revision
+
+    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, made again ``retry_s`` apart while the store is unavailable (as while
+        a departed leader's successor is elected)."""
+        for _ in range(STORE_ATTEMPTS - 1):
+            try:
+                return await call()
+            except ServiceError as error:
+                if error.code not in STORE_UNAVAILABLE:
+                    raise
+            await asyncio.sleep(self.settings.retry_s)
+        return await call()
 
     async def _watching(self, key: str) -> None:
         """Until this host's execution of decision ``key`` has its outcome."""
@@ -561,9 +591,11 @@ class DecisionEngine:
         return knowledge
 
     async def _read_knowledge(self) -> KnowledgeBase:
+        started = time.monotonic()
         stored = await self.ports.get(KNOWLEDGE_KEY)
         knowledge = parse_knowledge(stored.value)
-        self._knowledge = (time.monotonic(), knowledge)
+        if self._knowledge is None or self._knowledge[0] <= started:  # else learnt meanwhile
+            self._knowledge = (started, knowledge)
         return knowledge
 
     async def _reread_knowledge(self) -> None:

@@ -236,9 +236,10 @@ class WriteAheadLog:
         assert active is not None
         active.write(data)
         active.flush()
-        self._unsynced = not sync
+        self._unsynced = True
         if sync:
             os.fsync(active.fileno())
+            self._unsynced = False
         self._active_size += len(data)
         if created:
             fsync_directory(self._directory)
