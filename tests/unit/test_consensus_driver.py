@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from meshmind.consensus import (
     Put,
     RaftDriver,
     Result,
+    StorageFailed,
     StoreState,
     encode_command,
 )
@@ -104,3 +106,34 @@ async def test_a_failing_applied_callback_neither_stops_the_loop_nor_applies_twi
             for i in range(3):
                 assert (await propose(driver, AppendDecision(b"d", f"k{i}", at=i))).ok
         assert [d.idempotency_key for d in state.decisions()] == ["k0", "k1", "k2"]
+
+
+async def test_a_log_write_that_fails_stops_the_node_until_it_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = DiskStorage.open(tmp_path)
+    driver = RaftDriver(
+        "n1", frozenset({"n1"}), storage, StoreState(), _nowhere, SETTINGS, rng=random.Random(1)
+    )
+    loop = asyncio.create_task(driver.run())
+    assert (await propose(driver, Put("kept", b"1", at=1))).ok
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    with pytest.raises(StorageFailed, match="Input/output error"):
+        await propose(driver, Put("lost", b"2", at=2))
+    with pytest.raises(StorageFailed):
+        await loop  # the loop stops rather than run on with memory ahead of the disk
+    with pytest.raises(StorageFailed):
+        await driver.propose(encode_command(Put("refused", b"3", at=3)))
+    with pytest.raises(StorageFailed):
+        await driver.run()  # and a restarted loop stops at once
+    monkeypatch.undo()
+    await driver.close()
+
+    async with running(tmp_path, seed=1) as (restarted, state, _):
+        assert (await propose(restarted, Put("after", b"4", at=4))).ok
+        assert state.get("kept") is not None  # ("lost" may or may not have reached the disk)

@@ -15,7 +15,7 @@ from meshmind.consensus._commands import (
     decode_command,
     encode_command,
 )
-from meshmind.consensus._driver import DriverSettings, ProposalLost, RaftDriver
+from meshmind.consensus._driver import DriverSettings, ProposalLost, RaftDriver, StorageFailed
 from meshmind.consensus._jetstream_backend import JetStreamBackend
 from meshmind.consensus._local import LocalStore
 from meshmind.consensus._model import Decision, Lease, Result, Status, VersionedValue
@@ -47,6 +47,7 @@ __all__ = [
     "RaftDriver",
     "Result",
     "Status",
+    "StorageFailed",
     "StoreState",
     "Tick",
     "Unavailable",

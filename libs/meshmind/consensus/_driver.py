@@ -71,6 +71,11 @@ class ProposalLost(RaftError):
     """The proposal's entry was replaced by another leader's: it was not applied."""
 
 
+class StorageFailed(RaftError):
+    """The Raft log could not be written. The node's memory is ahead of its disk, so it stops
+    for good: restart the service to recover from what is durable."""
+
+
 @dataclass(frozen=True)
 class DriverSettings:
     """Timing and limits of a driver."""
@@ -135,6 +140,7 @@ class RaftDriver:
         """Inbound Raft messages refused, by reason."""
         self.on_applied: Callable[[Entry, Any], None] | None = None
         self._storage_work: asyncio.Future[None] | None = None
+        self.storage_failure: StorageFailed | None = None
 
     # ---- inputs (any task)
 
@@ -161,7 +167,9 @@ class RaftDriver:
     async def propose(self, data: bytes) -> Any:
         """Append ``data`` to the log and wait for it to be applied; the state machine's result.
 
-        Raises :class:`NotLeader`, :class:`ProposalRefused`, or :class:`ProposalLost`."""
+        Raises :class:`NotLeader`, :class:`ProposalRefused`, :class:`ProposalLost` or
+        :class:`StorageFailed`."""
+        self._check_storage()
         index = self.node.propose(data)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals[index] = _Waiter(self.node.term, future)
@@ -170,6 +178,7 @@ class RaftDriver:
 
     async def change_members(self, change: ConfChange) -> None:
         """Propose one membership change and wait until it is applied."""
+        self._check_storage()
         index = self.node.propose_conf_change(change)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals[index] = _Waiter(self.node.term, future)
@@ -179,6 +188,7 @@ class RaftDriver:
     async def read_barrier(self) -> None:
         """Wait until this node may serve a linearizable read: a quorum confirmed it leads, and
         it applied everything committed when the read began (ReadIndex)."""
+        self._check_storage()
         request_id = next(self._read_ids)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.node.read_index(request_id)
@@ -221,7 +231,9 @@ class RaftDriver:
     # ---- the loop
 
     async def run(self) -> None:
-        """Tick, step, persist, send, apply; until cancelled."""
+        """Tick, step, persist, send, apply; until cancelled, or until storage fails
+        (:class:`StorageFailed`, raised again by every later run)."""
+        self._check_storage()
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self.settings.tick_s
         while True:
@@ -240,11 +252,37 @@ class RaftDriver:
                 while self._inbox:
                     self._step(self._inbox.popleft())
 
-    async def _store(self, work: Callable[[], None]) -> None:
-        """Run storage work in a thread; if the loop is cancelled meanwhile, the work still
-        finishes, and :meth:`close` waits for it."""
-        self._storage_work = asyncio.ensure_future(asyncio.to_thread(work))
-        await asyncio.shield(self._storage_work)
+    async def _store(self, work: Callable[[], None], *, in_thread: bool = True) -> None:
+        """Run storage work (in a thread unless told otherwise); if the loop is cancelled
+        meanwhile, the work still finishes, and :meth:`close` waits for it. A failure stops
+        the node for good (:class:`StorageFailed`)."""
+        try:
+            if not in_thread:
+                work()
+                return
+            self._storage_work = asyncio.ensure_future(asyncio.to_thread(work))
+            await asyncio.shield(self._storage_work)
+        except OSError as error:
+            raise self._stop_for_storage(error) from error
+
+    def _check_storage(self) -> None:
+        if self.storage_failure is not None:
+            raise self.storage_failure
+
+    def _stop_for_storage(self, error: OSError) -> StorageFailed:
+        failure = StorageFailed(f"{self.id} could not write its Raft log: {error}")
+        self.storage_failure = failure
+        _log.error("raft.storage_failed", error=str(error))
+        pending: list[asyncio.Future[Any]] = [w.future for w in self._proposals.values()]
+        pending += self._reads.values()
+        pending += [future for _, future in self._applied_waiters]
+        for future in pending:
+            if not future.done():
+                future.set_exception(failure)
+        self._proposals.clear()
+        self._reads.clear()
+        self._applied_waiters = []
+        return failure
 
     async def close(self) -> None:
         """Once :meth:`run` is stopped: let storage work in flight finish, then close it."""
@@ -268,7 +306,10 @@ class RaftDriver:
                 lambda: self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
             )
         elif ready.hard_state is not None:
-            self._storage.save(ready.hard_state, [], sync=False)
+            hard_state = ready.hard_state
+            await self._store(
+                lambda: self._storage.save(hard_state, [], sync=False), in_thread=False
+            )
         if not ready.send_before_sync:
             await self._send_all(ready.messages)
         if ready.snapshot is not None:
