@@ -152,6 +152,13 @@ async def test_cut_drives_the_hosts_links_down_on_both_sides(lab: LocalMesh, hub
         assert peers.age_s > 1.0
         assert [p.node for p in peers.peers] == NODES, "and keep answering from it"
 
+        def others_saw_n4_leave() -> bool:  # links go down faster than membership: wait for both
+            gone = {
+                c.observer for _, c in changes.since(cut_at) if c.kind == "left" and c.node == "n4"
+            }
+            return gone >= {"n1", "n2", "n3", "n5"}
+
+        await eventually(others_saw_n4_leave, within=15)
         restored_at = time.monotonic()
         lab.host("n4").link.restore()
 
