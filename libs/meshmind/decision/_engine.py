@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -440,7 +441,7 @@ class DecisionEngine:
             if record is None or record.outcome is not None:
                 return
             if record.executor == self.node and record.taken_over_from == departed:
-                break  # this host's cas below committed, though its answer was lost
+                break  # this host's cas below committed, though its answer was lost to a 503
             if record.executor != departed:
                 return  # another host took it over
             claim = record.model_copy(update={"executor": self.node, "taken_over_from": departed})
@@ -452,13 +453,8 @@ class DecisionEngine:
                 log_record=text,
                 log_key=takeover_name(key, departed),
             )
-            try:
-                write = await self.ports.cas(request)
-            except ServiceError as error:
-                if error.code not in STORE_UNAVAILABLE:
-                    raise
-                await asyncio.sleep(self.settings.retry_s)
-                continue
+            # the same cas again is safe: once one commits, the revision has moved on
+            write = await self._retried(functools.partial(self.ports.cas, request))
             if write.ok:
                 record, revision = claim, write.revision
                 break
