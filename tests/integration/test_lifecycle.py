@@ -1,4 +1,5 @@
-"""A service drains on SIGTERM; a connection rides out its leaf server's restart."""
+"""A service drains on SIGTERM and then ends at once; a connection rides out its leaf server's
+restart."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from meshmind.bus import Bus, ServiceKit
 from meshmind.lab import LocalMesh
 from tests.conftest import Connect
 from tests.integration.test_tracing import start_echo_process
-from tests.kit.echo import ECHO, ECHO_SERVICE, PINGS, EchoReply, EchoRequest, Ping, setup_echo
+from tests.kit.echo import (
+    ECHO,
+    ECHO_SERVICE,
+    LINGERING_THREAD,
+    PINGS,
+    EchoReply,
+    EchoRequest,
+    Ping,
+    setup_echo,
+)
 from tests.kit.waiting import eventually, request_when_served
 
 
@@ -31,6 +41,21 @@ async def test_sigterm_lets_the_request_in_flight_finish(mesh: LocalMesh, connec
     finally:
         returncode = await asyncio.to_thread(server.wait, 20)
     assert returncode == 0
+
+
+async def test_a_drained_service_ends_without_waiting_for_its_threads(
+    mesh: LocalMesh, connect: Connect
+) -> None:
+    server = start_echo_process(mesh, "n1", **{LINGERING_THREAD: "1"})
+    try:
+        client = await connect("n2")
+        await request_when_served(client, ECHO, EchoRequest(text="up?"), node="n1", within=20)
+        server.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(server.communicate, timeout=20)
+    finally:
+        server.kill()
+    assert server.returncode == 0
+    assert b'"service.stopped"' in stderr
 
 
 async def test_bus_reconnects_after_its_leaf_server_restarts(

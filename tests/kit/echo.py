@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 
 from pydantic import Field
 
@@ -47,8 +49,15 @@ ECHO = TEST_CONTRACT.endpoint(
 PINGS = TEST_CONTRACT.event("mesh.test.ping.{node}", Ping, "A test event.")
 
 
+LINGERING_THREAD = "ECHO_LINGERING_THREAD"
+"""Set, the echo process also starts a worker thread that never ends, as a library's pool may
+(the interpreter's teardown would wait for it forever)."""
+
+
 async def setup_echo(bus: Bus, kit: ServiceKit) -> None:
     """Serve ECHO for this bus's node."""
+    if os.environ.get(LINGERING_THREAD):
+        threading.Thread(target=threading.Event().wait, name="lingering").start()
 
     async def echo(request: EchoRequest) -> EchoReply:
         if request.sleep_s:

@@ -11,6 +11,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from meshmind.bus import get_logger
+
+_log = get_logger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -72,6 +75,7 @@ class ManagedProcess:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
         await self._signal_and_wait(signal.SIGTERM, timeout)
         if self.running:
+            _log.warning("process.stop_timed_out", process=self.name, timeout_s=timeout)
             await self.kill()
 
     async def kill(self) -> None:
