@@ -28,6 +28,7 @@ from meshmind.bus.protocol import (
 )
 from meshmind.lab import LocalMesh, host_services
 from meshmind.lab._control import lab_control
+from meshmind.lab._services import FL_SERVICES
 from tests.kit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +102,12 @@ async def decision_lab(
     nodes: Sequence[str],
     *,
     actuators: str = "lab",
-    without: Sequence[str] = (),
+    without: Sequence[str] = FL_SERVICES,
     **env: str,
 ) -> AsyncIterator[DecisionLab]:
-    """A started lab running every host service (but those named in ``without``) and the lab's
-    control, ready to decide; the decision services' actuators are ``actuators``."""
+    """A started lab running every host service but those named in ``without`` (by default
+    the federated-learning ones, which these tests do not use) and the lab's control, ready
+    to decide; the decision services' actuators are ``actuators``."""
     services = [
         replace(s, env={**s.env, "DECISION_ACTUATORS": actuators})
         if s.name == "meshmind_decision"

@@ -4,7 +4,8 @@ What a coordinator or trainer needs before any model exists: which hosts should 
 (:func:`select_trainers`, by link quality and load, leaving out the hosts excluded under
 :func:`exclusion_key`), where a job's adapters and checkpoints live in the hub's object store,
 and where a host's data is (:class:`FlHostSettings`). The services import this at start and
-load :mod:`meshmind.fl` (torch) only when work arrives.
+load :mod:`meshmind.fl` (torch) when they need it: a trainer before it offers to train, a
+coordinator with its first job.
 """
 
 from meshmind.federation._hosts import HostData, host_data

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from meshmind.bus import Bus, BusError
 from meshmind.bus.protocol import CONSENSUS_LEASE, FL_LEASE_PREFIX, LeaseAction, LeaseRequest
 
 REQUEST_TIMEOUT_S = 8.0
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The lease was not renewed while this host prepared to act on it."""
 
 
 def lease_key(job_id: str) -> str:
@@ -34,3 +43,17 @@ class Lease:
         except BusError:
             return False
         return state.ok and state.holder == self.bus.node_id
+
+    async def holding(self, work: Awaitable[T], every_s: float) -> T:
+        """``work``'s result, renewing the lease every ``every_s`` while it runs (loading torch
+        or a model can outlast a lease); raises :class:`LeaseLost` if a renewal fails."""
+        running = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({running}, timeout=every_s)
+                if done:
+                    return running.result()
+                if not await self.ask("renew"):
+                    raise LeaseLost(self.key)
+        finally:
+            running.cancel()

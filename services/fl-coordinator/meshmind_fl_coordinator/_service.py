@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,7 +43,7 @@ from meshmind.federation import (
 )
 from meshmind.health import read_links
 from meshmind_fl_coordinator._config import CoordinatorSettings
-from meshmind_fl_coordinator._lease import Lease
+from meshmind_fl_coordinator._lease import Lease, LeaseLost
 from meshmind_fl_coordinator._store import JobStore
 
 if TYPE_CHECKING:  # torch and the tasks load with the first job, not with the service
@@ -58,6 +59,12 @@ LINKS_REREAD_S = 5.0
 """How often the whole ``mesh-links`` bucket is read again (link events arrive in between)."""
 HUB_READ_TIMEOUT_S = 3.0
 CONSENSUS_READ_TIMEOUT_S = 3.0
+
+
+async def load_learning() -> None:
+    """Import torch and the tasks off the event loop: that takes seconds, once, and a job's
+    lease must go on being renewed meanwhile."""
+    await asyncio.to_thread(importlib.import_module, "meshmind_fl_coordinator._job")
 
 
 class Coordinator:
@@ -180,6 +187,7 @@ class Coordinator:
 
     async def start_job(self, spec: FlJobSpec) -> FlJobStatus:
         """Checkpoint a new job and run it here, holding its lease."""
+        await load_learning()
         from meshmind.fl import task_names
         from meshmind_fl_coordinator._job import new_job
 
@@ -196,10 +204,14 @@ class Coordinator:
             if not await lease.ask("grant"):
                 raise ServiceError(503, f"cannot take the lease of job {job_id} now")
             try:
-                session = await asyncio.to_thread(self.session, spec)
+                session = await lease.holding(
+                    asyncio.to_thread(self.session, spec), self.settings.renew_s
+                )
             except ValueError as error:
                 await lease.ask("release")
                 raise ServiceError(400, str(error)) from None
+            except LeaseLost:
+                raise ServiceError(503, f"lost the lease of job {job_id} while loading") from None
             status, params = await new_job(store, spec, job_id, self.node, session)
         except ServiceError:
             raise
@@ -305,6 +317,28 @@ class Coordinator:
         lease = Lease(self.bus, job_id, self.settings.lease_ttl_s)
         if not await lease.ask("grant"):
             return
+        try:
+            found = await lease.holding(self.resumable(job_id), self.settings.renew_s)
+        except LeaseLost:
+            _log.warning("job.lease_lost", job=job_id)
+            return
+        if found is None:
+            await lease.ask("release")
+            return
+        store, status, session, params = found
+        status = status.model_copy(
+            update={"coordinator": self.node, "takeovers": status.takeovers + 1}
+        )
+        await store.save(status)
+        _log.info("job.resumed", job=job_id, version=status.version)
+        self.launch(status, session, params, lease, "resumed")
+
+    async def resumable(
+        self, job_id: str
+    ) -> tuple[JobStore, FlJobStatus, TaskSession, Params] | None:
+        """What resuming the job takes (torch loaded first), or ``None`` if it has ended or its
+        checkpoint cannot be read."""
+        await load_learning()
         from meshmind.fl import AdapterCorrupt
         from meshmind_fl_coordinator._job import resumed_params
 
@@ -313,20 +347,13 @@ class Coordinator:
             status = await store.load(job_id)
             if status is None or status.state != "running":
                 self.known[job_id] = "done" if status is None else status.state
-                await lease.ask("release")
-                return
+                return None
             params = await resumed_params(store, status)
             session = await asyncio.to_thread(self.session, status.spec)
         except (BusError, KeyError, AdapterCorrupt) as error:
             _log.warning("job.resume_failed", job=job_id, error=str(error))
-            await lease.ask("release")
-            return
-        status = status.model_copy(
-            update={"coordinator": self.node, "takeovers": status.takeovers + 1}
-        )
-        await store.save(status)
-        _log.info("job.resumed", job=job_id, version=status.version)
-        self.launch(status, session, params, lease, "resumed")
+            return None
+        return store, status, session, params
 
     async def close(self) -> None:
         for task in [*self.tasks, *self.drivers.values()]:

@@ -21,7 +21,7 @@ from meshmind.bus.protocol import (
 from meshmind.federation import HostData, update_object
 from meshmind_fl_trainer._config import TrainerSettings
 
-if TYPE_CHECKING:  # torch and the tasks load with the first round, not with the service
+if TYPE_CHECKING:  # torch and the tasks load in setup (preload) or with the first round
     from meshmind_fl_trainer._work import Workbench
 
 _log = get_logger(__name__)
@@ -150,8 +150,12 @@ async def global_adapter(
 
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:
-    """Follow every coordinator's rounds and start the training loop."""
+    """Follow every coordinator's rounds and start the training loop; with preloading, only
+    once torch and the tasks are loaded, so the service (which coordinators select trainers
+    by) is offered only when it can train at once."""
     trainer = Trainer(bus, TrainerSettings())
+    if trainer.settings.preload:
+        await trainer.workbench()
     await kit.subscribe(FL_ROUNDS, trainer.on_round)
     trainer.tasks = [background(trainer.serve, "train")]
     _log.info(
