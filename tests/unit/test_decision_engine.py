@@ -71,6 +71,8 @@ class Ports:
     stalled: bool = False
     unavailable: int = 0
     """How many store calls from now on fail with a 503."""
+    answers_lost: int = 0
+    """How many cas calls from now on are written, and then answered with a 503."""
     reads_open: asyncio.Event = field(default_factory=opened)
 
     async def vote(self, peer: str, request: VoteRequest, timeout_s: float) -> VoteReply:
@@ -110,6 +112,9 @@ class Ports:
         if request.log_record is None or request.log_key is None:
             return written
         ack = await self.append(request.log_record, request.log_key)
+        if self.answers_lost:
+            self.answers_lost -= 1
+            raise ServiceError(503, "the leader fell before it answered")
         return written.model_copy(update={"seq": ack.seq})
 
     async def put(self, key: str, value: str) -> KvWrite:
@@ -177,6 +182,26 @@ async def test_every_host_proposing_the_same_departure_at_once_commits_it_once()
     knowledge = json.loads(store.get("decision/knowledge").value or "{}")
     assert knowledge == {"host-gone": {"restart-services": [1, 1]}}
     assert DecisionRecord.model_validate_json(store.log[-1].record).outcome == "cleared"
+    for engine in engines.values():
+        await engine.close()
+
+
+async def test_a_claim_whose_answer_is_lost_is_still_executed_once() -> None:
+    engines, store, acted = mesh(NODES)
+    del engines["n3"]
+    proposer = engines["n1"]
+    anomaly = proposer.situation.peer_left("n3", 1000.0, at=5.0)
+    for node in ("n2", "n4", "n5"):
+        engines[node].situation.peer_left("n3", 1000.0, at=5.0)
+    assert isinstance(proposer.ports, Ports)
+    proposer.ports.answers_lost = 1
+
+    record = await proposer.decide(anomaly, 5.0)
+
+    assert (record.executor, record.seq) == ("n1", 1)
+    await asyncio.sleep(0.5)
+    assert [(r.action, r.target) for r in acted] == [("restart-services", "n3")]
+    assert [d.idempotency_key for d in store.log] == [anomaly.key, f"outcome/{anomaly.key}"]
     for engine in engines.values():
         await engine.close()
 

@@ -374,19 +374,19 @@ class DecisionEngine:
         self, proposal: Plan, votes: list[Vote | VoteReply], members: list[str]
     ) -> DecisionRecord:
         """One cas makes one proposer the winner and appends its decision to the log in the
-        same commit; the winner executes. A loser returns the winner's decision."""
+        same commit; the winner executes. A loser returns the winner's decision.
+
+        The cas is sent again while the store is unavailable: an answer lost to a leader's
+        fall may hide this host's own commit, which the repeated cas then finds as the value."""
         record = self._record(proposal, votes, members)
         key = ANOMALY_PREFIX + record.key
         stored = record.model_dump_json()
-        write = await self.ports.cas(
-            KvCas(
-                key=key,
-                expected=None,
-                value=stored,
-                log_record=stored,
-                log_key=short_name(record.key),
-            )
+        request = KvCas(
+            key=key, expected=None, value=stored, log_record=stored, log_key=short_name(record.key)
         )
+        write = await self._retried(functools.partial(self.ports.cas, request))
+        if not write.ok and write.value == stored:
+            write = write.model_copy(update={"ok": True})
         if not write.ok:
             if write.value is None:
                 raise ServiceError(503, f"the cas on {key} failed and left no value")
