@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.kit.consensus import ask, connect, consensus_lab, wait_for_leader
 from tests.kit.waiting import eventually
 
+from bench._cpu import tree_cpu_s
 from bench._report import percentile
 from bench._writes import (
     concurrent_throughput,
@@ -36,6 +37,9 @@ class LabFigures:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)
+    cpu_ms_per_write: list[float] = field(default_factory=list)
+    """CPU of the whole run (servers, services, emulated links, client) per write, during
+    each throughput run."""
     sweep: dict[int, float] = field(default_factory=dict)
     """Writes per second at each concurrency tried, one short run each."""
     concurrency: int = 0
@@ -122,12 +126,15 @@ async def one_repetition(
 ) -> None:
     """Latency and throughput once; nothing is recorded if a write fails."""
     latencies = await sequential_latencies_ms(Putter(bus, node, f"l{prefix}").put, samples)
+    cpu_before = tree_cpu_s()
     rate = await concurrent_throughput(
         Putter(bus, node, f"t{prefix}").put, writes, figures.concurrency
     )
+    cpu_ms = (tree_cpu_s() - cpu_before) * 1e3 / writes
     figures.p50_ms.append(percentile(latencies, 50))
     figures.p99_ms.append(percentile(latencies, 99))
     figures.throughput.append(rate)
+    figures.cpu_ms_per_write.append(cpu_ms)
 
 
 async def failovers(mesh: LocalMesh, figures: LabFigures, repeats: int) -> None:

@@ -22,6 +22,7 @@ from pysyncobj import (
 )
 from pysyncobj.batteries import ReplDict
 
+from bench._cpu import tree_cpu_s
 from bench._report import percentile
 from meshmind.lab import ManagedProcess, free_ports
 
@@ -66,6 +67,10 @@ class PySyncObjFigures:
     throughput: dict[Mode, list[float]] = field(
         default_factory=lambda: {"batch": [], "nobatch": []}
     )
+    cpu_ms_per_write: dict[Mode, list[float]] = field(
+        default_factory=lambda: {"batch": [], "nobatch": []}
+    )
+    """CPU of the whole run (nodes and client) per write, during each throughput run."""
     retried: list[str] = field(default_factory=list)
     """Why repetitions were made again."""
 
@@ -211,7 +216,10 @@ async def one_repetition(
     if mode == "nobatch":
         latencies = await asyncio.to_thread(sync_latencies_ms, client.store, samples, f"l{prefix}")
         p50 = percentile(latencies, 50)
+    cpu_before = tree_cpu_s()
     rate = await asyncio.to_thread(callback_throughput, client.store, writes, f"t{prefix}")
+    cpu_ms = (tree_cpu_s() - cpu_before) * 1e3 / writes
     if p50 is not None:
         figures.p50_ms.append(p50)
     figures.throughput[mode].append(rate)
+    figures.cpu_ms_per_write[mode].append(cpu_ms)

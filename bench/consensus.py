@@ -3,6 +3,7 @@ meshes, against a JetStream R3 cluster and PySyncObj measured in the same run.""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -27,6 +28,7 @@ CONCURRENCIES = (1, 8, 32, 128)
 FAILOVERS = 3
 SIM_SEEDS = 60
 SHORT_ELECTION_TICKS = 5
+CPUS = os.cpu_count() or 1
 """An election timeout of 0.5-1.0 s (ticks of 0.1 s), against the default's 1.0-2.0 s."""
 
 
@@ -187,6 +189,22 @@ async def run() -> Report:
             "pysyncobj_throughput_5_hosts",
             ps5_tp,
             note=f"PySyncObj in its {ps5_mode} mode" + concurrency.get("raft5", ""),
+        ),
+        *(
+            lab_metric(
+                figures,
+                f"cpu_ms_per_write_{size}_hosts",
+                "cpu_ms_per_write",
+                "ms",
+                None,
+                f"pysyncobj_cpu_ms_per_write_{size}_hosts",
+                median(ps[size].cpu_ms_per_write[mode]),
+                note=f"CPU time of every process of the run (servers, services, emulated "
+                f"links, the requesters) per acknowledged write, during the throughput runs; "
+                f"PySyncObj in its {mode} mode (nodes and client). On {CPUS} cores, "
+                f"{CPUS} s of CPU a second divided by this bounds the throughput",
+            )
+            for size, figures, mode in ((3, raft3, ps3_mode), (5, raft5, ps5_mode))
         ),
         lab_metric(
             raft5,
