@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -31,7 +33,7 @@ from meshmind.consensus._commands import (
     encode_command,
 )
 from meshmind.consensus._local import LocalStore
-from meshmind.consensus._model import Lease, Status
+from meshmind.consensus._model import Lease, Status, VersionedValue
 from meshmind.consensus._state import StoreState
 
 
@@ -323,6 +325,63 @@ def test_replicas_applying_one_log_end_equal(log: list[Command], cut: int) -> No
         steady.get(key) for key in ("a", "b", "lock")
     ]
     assert fresh.decisions() == steady.decisions()
+
+
+class ScanningState(StoreState):
+    """The reference for lease expiry: every applied command scans every key's lease."""
+
+    def _expire(self) -> tuple[str, ...]:
+        expired = sorted(
+            (value.lease.expires_at, key)
+            for key, value in self._kv.items()
+            if value.lease is not None and value.lease.expires_at <= self._now
+        )
+        for _, key in expired:
+            self._remove(key)
+        return tuple(key for _, key in expired)
+
+
+@settings(max_examples=300, deadline=None)
+@given(log=st.lists(COMMANDS, max_size=60), cut=st.integers(0, 60))
+def test_leases_expire_as_a_scan_of_every_key_would_expire_them(
+    log: list[Command], cut: int
+) -> None:
+    scanning = ScanningState(idempotency_keys=3)
+    indexed = StoreState(idempotency_keys=3)
+    for n, command in enumerate(log):
+        if n == cut:  # the deadlines are rebuilt from a snapshot
+            restored = StoreState(idempotency_keys=3)
+            restored.restore(indexed.snapshot())
+            indexed = restored
+        assert indexed.apply(command) == scanning.apply(command)
+    assert indexed == scanning
+
+
+def test_a_store_of_many_keys_applies_a_command_without_scanning_them() -> None:
+    state = ScanningState()
+    for n in range(2_000):
+        state.apply(Put(f"k{n}", b"v", float(n)))
+    indexed = StoreState()
+    indexed.restore(state.snapshot())
+    seen: list[str] = []
+    indexed._kv = WatchedKeys(indexed._kv, seen)
+    indexed.apply(LeaseGrant("lock", "n1", 5.0, 3_000.0))
+    indexed.apply(Put("k1", b"w", 3_001.0))
+    assert indexed.apply(Tick(3_010.0)).expired == ("lock",)
+    assert len(seen) < 10
+
+
+class WatchedKeys(dict[str, VersionedValue]):
+    """The store's keys, noting every key an iteration over them visits."""
+
+    def __init__(self, items: dict[str, VersionedValue], seen: list[str]) -> None:
+        super().__init__(items)
+        self.seen = seen
+
+    def items(self) -> Any:
+        for key, value in super().items():
+            self.seen.append(key)
+            yield key, value
 
 
 # The in-process store behind the interface the consensus service serves.

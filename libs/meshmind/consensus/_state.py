@@ -6,6 +6,7 @@ proposed), never the replica's own, so every replica applying the same log reach
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from typing import Any
@@ -45,6 +46,8 @@ class StoreState:
         self._revision = 0
         self._now = -math.inf
         self._kv: dict[str, VersionedValue] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        """A heap of (expires_at, key) for every lease given, current or since replaced."""
         self._decisions: list[Decision] = []
         self._idempotency: OrderedDict[str, int] = OrderedDict()
 
@@ -178,6 +181,7 @@ class StoreState:
 
     def _hold(self, key: str, holder: str, ttl: float) -> Result:
         lease = Lease(holder, self._now + ttl)
+        heapq.heappush(self._deadlines, (lease.expires_at, key))
         return self._result(Status.OK, self._write(key, holder.encode(), lease))
 
     def _if_holder(self, key: str, holder: str) -> Result | None:
@@ -190,14 +194,17 @@ class StoreState:
         return None
 
     def _expire(self) -> tuple[str, ...]:
-        expired = sorted(
-            (value.lease.expires_at, key)
-            for key, value in self._kv.items()
-            if value.lease is not None and value.lease.expires_at <= self._now
-        )
-        for _, key in expired:
-            self._remove(key)
-        return tuple(key for _, key in expired)
+        """Remove the keys whose lease has run out, earliest first (ties by key); a deadline
+        whose lease was renewed, released or replaced meanwhile is dropped."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= self._now:
+            expires_at, key = heapq.heappop(self._deadlines)
+            current = self._kv.get(key)
+            if current is not None and current.lease is not None:
+                if current.lease.expires_at == expires_at:
+                    self._remove(key)
+                    expired.append(key)
+        return tuple(expired)
 
     def _logged(self, idempotency_key: str) -> Decision | None:
         """The decision appended under ``idempotency_key``, while the key is remembered."""
@@ -246,9 +253,13 @@ class StoreState:
         self._revision = state["revision"]
         self._now = -math.inf if state["now"] is None else state["now"]
         self._kv = {}
+        self._deadlines = []
         for key, value, revision, created, holder, expires_at in state["kv"]:
             lease = None if holder is None else Lease(holder, expires_at)
             self._kv[key] = VersionedValue(key, value, revision, created, lease)
+            if lease is not None:
+                self._deadlines.append((expires_at, key))
+        heapq.heapify(self._deadlines)
         self._decisions = [
             Decision(seq, record, idempotency_key, at)
             for seq, (record, idempotency_key, at) in enumerate(state["decisions"], start=1)
