@@ -64,6 +64,21 @@ async def propose(driver: RaftDriver, command: Command) -> Result:
         return result
 
 
+async def test_a_large_state_is_snapshotted_again_only_once_as_much_was_logged(
+    tmp_path: Path,
+) -> None:
+    big = b"x" * 4096
+    async with running(tmp_path, 0) as (driver, _, _):
+        for i in range(SETTINGS.snapshot_every):
+            assert (await propose(driver, Put(f"big{i}", big, at=i))).ok
+        first = driver.node.applied_index
+        for i in range(5 * SETTINGS.snapshot_every):  # small entries: far fewer bytes
+            assert (await propose(driver, Put("small", b"s", at=100 + i))).ok
+    async with running(tmp_path, 0) as (_, _, storage):
+        assert storage.recovered.snapshot is not None
+        assert storage.recovered.snapshot.meta.index <= first  # none in the small ones
+
+
 @pytest.mark.parametrize("seed", range(3))
 async def test_a_restarted_node_recovers_its_store_from_snapshot_and_log(
     tmp_path: Path, seed: int

@@ -84,7 +84,9 @@ class DriverSettings:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     snapshot_every: int = 1000
-    """Snapshot the state machine and compact the log once this many entries were applied."""
+    """Snapshot the state machine and compact the log once this many entries were applied,
+    and they take at least as many bytes as the last snapshot: however large the state, a
+    snapshot then costs a bounded share of what was logged (LogCabin's rule)."""
     max_batch_messages: int = 256
     """Most Raft messages in one NATS message."""
 
@@ -117,8 +119,10 @@ class RaftDriver:
         self._state = state
         self._send = send
         recovered = storage.recovered
+        self._snapshot_bytes = 0
         if recovered.snapshot is not None:
             state.restore(recovered.snapshot.data)
+            self._snapshot_bytes = len(recovered.snapshot.data)
         config = RaftConfig(
             id=node_id,
             voters=voters,
@@ -129,6 +133,7 @@ class RaftDriver:
         )
         self.node = RaftNode(config, restored=recovered)
         self._since_snapshot = 0
+        self._logged_since_snapshot = 0
         self._inbox: deque[Message] = deque()
         self._wake = asyncio.Event()
         self._proposals: dict[int, _Waiter] = {}
@@ -314,6 +319,7 @@ class RaftDriver:
             await self._send_all(ready.messages)
         if ready.snapshot is not None:
             self._state.restore(ready.snapshot.data)
+            self._snapshot_bytes = len(ready.snapshot.data)
             self._fail_proposals_upto(ready.snapshot.meta.index)
         for entry in ready.committed:
             self._apply(entry)
@@ -324,7 +330,10 @@ class RaftDriver:
         self.node.advance(ready)
         self._release_applied()
         self._fail_stale_reads()
-        if self._since_snapshot >= self.settings.snapshot_every:
+        if (
+            self._since_snapshot >= self.settings.snapshot_every
+            and self._logged_since_snapshot >= self._snapshot_bytes
+        ):
             await self._snapshot()
 
     async def _send_all(self, messages: list[Message]) -> None:
@@ -348,6 +357,7 @@ class RaftDriver:
                 _log.exception("raft.apply_failed", index=entry.index)
                 result = error
         self._since_snapshot += 1
+        self._logged_since_snapshot += len(entry.data)
         if self.on_applied is not None:
             try:
                 self.on_applied(entry, result)
@@ -397,5 +407,6 @@ class RaftDriver:
         data = self._state.snapshot()
         snapshot = self.node.compact(applied, data)
         await self._store(lambda: self._storage.compact(snapshot))
-        self._since_snapshot = 0
+        self._since_snapshot = self._logged_since_snapshot = 0
+        self._snapshot_bytes = len(data)
         _log.info("raft.snapshot", index=applied, bytes=len(data))

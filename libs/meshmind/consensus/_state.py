@@ -199,11 +199,10 @@ class StoreState:
         expired = []
         while self._deadlines and self._deadlines[0][0] <= self._now:
             expires_at, key = heapq.heappop(self._deadlines)
-            current = self._kv.get(key)
-            if current is not None and current.lease is not None:
-                if current.lease.expires_at == expires_at:
-                    self._remove(key)
-                    expired.append(key)
+            lease = self._kv[key].lease if key in self._kv else None
+            if lease is not None and lease.expires_at == expires_at:
+                self._remove(key)
+                expired.append(key)
         return tuple(expired)
 
     def _logged(self, idempotency_key: str) -> Decision | None:
