@@ -6,12 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from meshmind.bus.protocol import FlJobSpec
+from meshmind.bus.protocol import FL_METRICS, FlJobSpec
 from meshmind.lab import node_names
-from tests.kit.fl import fl_lab, start_job, wait_for_rounds, wait_until_done
+from tests.kit.fl import (
+    fl_lab,
+    job_status,
+    start_job,
+    wait_for_round_metrics,
+    wait_until_done,
+)
+from tests.kit.recorder import Recorder
 
 NODES = node_names(5)
-ROUNDS = 5
+ROUNDS = 10
+KILLED_AFTER = 2
 
 
 @pytest.mark.timeout(1200)
@@ -27,10 +35,12 @@ async def test_a_standby_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> 
     )
     survivors = NODES[1:]
     async with fl_lab(tmp_path / "lab", NODES) as (mesh, bus):
+        published = await Recorder.start(bus, FL_METRICS)
         started = await start_job(bus, "n1", spec)
         assert started.coordinator == "n1"
-        before = await wait_for_rounds(bus, "failover", 2, NODES)
+        await wait_for_round_metrics(published, "failover", KILLED_AFTER)
         await mesh.kill("n1")
+        before = await job_status(bus, "failover", "n2")
         done = await wait_until_done(bus, "failover", survivors, within=600)
 
     assert done.state == "done"
@@ -39,6 +49,7 @@ async def test_a_standby_resumes_the_job_from_its_checkpoint(tmp_path: Path) -> 
     rounds = [m.round for m in done.history]
     assert rounds == list(range(1, ROUNDS + 1))
     assert [m.version for m in done.history] == rounds
+    assert len(before.history) >= KILLED_AFTER
     assert done.history[: len(before.history)] == before.history
     resumed = [m for m in done.history if m.coordinator != "n1"]
     assert resumed

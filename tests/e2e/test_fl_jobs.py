@@ -13,9 +13,8 @@ import pytest
 from meshmind.bus import Bus
 from meshmind.bus.protocol import FL_METRICS, FlJobSpec, FlJobStatus
 from meshmind.lab import LocalMesh, node_names
-from tests.kit.fl import TRAINER, fl_lab, start_job, wait_until_done
+from tests.kit.fl import TRAINER, fl_lab, start_job, wait_for_round_metrics, wait_until_done
 from tests.kit.recorder import Recorder
-from tests.kit.waiting import eventually
 
 NODES = node_names(5)
 ROUNDS = 6
@@ -57,12 +56,8 @@ async def run_job(mesh: LocalMesh, bus: Bus, job_id: str, *, kill_after: int = 0
     (the job then needs 3 updates a round; without churn, all 5)."""
     rounds = await Recorder.start(bus, FL_METRICS)
     await start_job(bus, "n1", spec(job_id, min_updates=3 if kill_after else 5))
-    if kill_after:  # at once on the round's metrics: a round takes well under a second here
-        await eventually(
-            lambda: any(m.job_id == job_id and m.round >= kill_after for _, m in rounds.events),
-            within=300,
-            every=0.005,
-        )
+    if kill_after:
+        await wait_for_round_metrics(rounds, job_id, kill_after)
         await mesh.host("n2").services[TRAINER].kill()
     return await wait_until_done(bus, job_id, NODES, within=600)
 

@@ -18,10 +18,12 @@ from meshmind.bus.protocol import (
     FlJobQuery,
     FlJobSpec,
     FlJobStatus,
+    FlRoundMetrics,
 )
 from meshmind.federation import HostData
 from meshmind.fl import Received, TaskSession, aggregate_round, make_strategy
 from meshmind.lab import LocalMesh, ServiceCommand, host_services
+from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually, request_when_served
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -136,6 +138,18 @@ async def wait_for_rounds(
 
     await eventually(reached, within=within, every=0.5)
     return found[0]
+
+
+async def wait_for_round_metrics(
+    rounds: Recorder[FlRoundMetrics], job_id: str, number: int, *, within: float = 300.0
+) -> None:
+    """Until ``rounds`` has the job's round ``number``: a warm round takes a fraction of a
+    second, so a poll of the job's status would see it too late to act between rounds."""
+    await eventually(
+        lambda: any(m.job_id == job_id and m.round >= number for _, m in rounds.events),
+        within=within,
+        every=0.005,
+    )
 
 
 async def wait_until_done(
