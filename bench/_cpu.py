@@ -18,9 +18,27 @@ def _stat(pid: str) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds ``root`` (this process by default) and its living descendants have used:
-    servers, services and workers started for a run are counted, exited ones are not."""
+SELF = "this process"
+"""The program name of the measuring process itself in ``tree_cpu_by_program``."""
+
+
+def _program(pid: int) -> str:
+    """What process ``pid`` runs: the module of ``python -m module``, else its executable's
+    name."""
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [word.decode(errors="replace") for word in argv if word]
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1]
+    return os.path.basename(words[0]) if words else "?"
+
+
+def tree_cpu_by_program(root: int | None = None) -> dict[str, float]:
+    """CPU seconds ``root`` (this process by default) and its living descendants have used,
+    summed by program (``SELF`` for ``root``): servers, services and workers started for a
+    run are counted, exited ones are not."""
     root = os.getpid() if root is None else root
     children: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
@@ -34,9 +52,25 @@ def tree_cpu_s(root: int | None = None) -> float:
         pid = int(entry.name)
         ticks[pid] = used
         children.setdefault(parent, []).append(pid)
-    total, todo = 0, [root]
+    used_by: dict[str, float] = {}
+    todo = [root] if root in ticks else []
     while todo:
         pid = todo.pop()
-        total += ticks.get(pid, 0)
+        name = SELF if pid == root else _program(pid)
+        used_by[name] = used_by.get(name, 0.0) + ticks[pid] / os.sysconf("SC_CLK_TCK")
         todo.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
+    return used_by
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds ``root`` and its living descendants have used, all programs together."""
+    return sum(tree_cpu_by_program(root).values())
+
+
+def cpu_used_since(before: dict[str, float], writes: int) -> dict[str, float]:
+    """CPU milliseconds per write each program used since ``before`` was taken."""
+    used = {
+        name: (total - before.get(name, 0.0)) * 1e3 / writes
+        for name, total in tree_cpu_by_program().items()
+    }
+    return dict(sorted(used.items(), key=lambda item: -item[1]))

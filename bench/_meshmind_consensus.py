@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.kit.consensus import ask, connect, consensus_lab, wait_for_leader
 from tests.kit.waiting import eventually
 
-from bench._cpu import tree_cpu_s
+from bench._cpu import cpu_used_since, tree_cpu_by_program
 from bench._report import percentile
 from bench._writes import (
     concurrent_throughput,
@@ -40,6 +40,8 @@ class LabFigures:
     cpu_ms_per_write: list[float] = field(default_factory=list)
     """CPU of the whole run (servers, services, emulated links, client) per write, during
     each throughput run."""
+    cpu_ms_per_write_by_program: list[dict[str, float]] = field(default_factory=list)
+    """The same, split by the program that used it."""
     sweep: dict[int, float] = field(default_factory=dict)
     """Writes per second at each concurrency tried, one short run each."""
     concurrency: int = 0
@@ -126,15 +128,16 @@ async def one_repetition(
 ) -> None:
     """Latency and throughput once; nothing is recorded if a write fails."""
     latencies = await sequential_latencies_ms(Putter(bus, node, f"l{prefix}").put, samples)
-    cpu_before = tree_cpu_s()
+    cpu_before = tree_cpu_by_program()
     rate = await concurrent_throughput(
         Putter(bus, node, f"t{prefix}").put, writes, figures.concurrency
     )
-    cpu_ms = (tree_cpu_s() - cpu_before) * 1e3 / writes
+    cpu_ms = cpu_used_since(cpu_before, writes)
     figures.p50_ms.append(percentile(latencies, 50))
     figures.p99_ms.append(percentile(latencies, 99))
     figures.throughput.append(rate)
-    figures.cpu_ms_per_write.append(cpu_ms)
+    figures.cpu_ms_per_write.append(sum(cpu_ms.values()))
+    figures.cpu_ms_per_write_by_program.append(cpu_ms)
 
 
 async def failovers(mesh: LocalMesh, figures: LabFigures, repeats: int) -> None:

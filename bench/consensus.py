@@ -13,6 +13,7 @@ from typing import Any
 from tests.kit.raft_sim import run_seed
 
 from bench import _jetstream_r3, _pysyncobj
+from bench._cpu import SELF
 from bench._meshmind_consensus import SWEEP_WRITES, LabFigures, measure_failover, measure_lab
 from bench._report import Metric, Report, median
 from meshmind.bus import BusSettings, configure_logging
@@ -76,6 +77,22 @@ def lab_metric(
         return Unmeasured(name, 0.0, unit, target, baseline_name, baseline, note=figures)
     value = median(getattr(figures, pick))
     return Metric(name, value, unit, target, baseline_name, baseline, note=note)
+
+
+def cpu_split(figures: LabFigures | str) -> str:
+    """The CPU per write of each program of a lab's runs, medians over its repetitions."""
+    if isinstance(figures, str):
+        return ""
+    runs = figures.cpu_ms_per_write_by_program
+    programs = sorted({name for run in runs for name in run})
+    medians = {name: median([run.get(name, 0.0) for run in runs]) for name in programs}
+    labels = {SELF: "the benchmark's process (requesters, link emulators)"}
+    parts = [
+        f"{labels.get(name, name)} {used:.3f}"
+        for name, used in sorted(medians.items(), key=lambda item: -item[1])
+        if used >= 0.0005
+    ]
+    return "; meshmind's ms by program: " + ", ".join(parts)
 
 
 def lab_note(label: str, figures: LabFigures | str) -> str:
@@ -202,7 +219,8 @@ async def run() -> Report:
                 note=f"CPU time of every process of the run (servers, services, emulated "
                 f"links, the requesters) per acknowledged write, during the throughput runs; "
                 f"PySyncObj in its {mode} mode (nodes and client). On {CPUS} cores, "
-                f"{CPUS} s of CPU a second divided by this bounds the throughput",
+                f"{CPUS} s of CPU a second divided by this bounds the throughput"
+                + cpu_split(figures),
             )
             for size, figures, mode in ((3, raft3, ps3_mode), (5, raft5, ps5_mode))
         ),

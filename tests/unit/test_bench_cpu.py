@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
-from bench._cpu import tree_cpu_s
+from bench._cpu import SELF, cpu_used_since, tree_cpu_by_program, tree_cpu_s
 
 BURN = """
 import sys, time
@@ -31,3 +33,24 @@ def test_a_childs_cpu_time_is_counted() -> None:
 
 def test_an_unknown_process_has_used_nothing() -> None:
     assert tree_cpu_s(root=2**22 + 1) == 0.0
+
+
+def test_a_module_run_with_dash_m_is_counted_under_its_name(tmp_path: Path) -> None:
+    (tmp_path / "burner.py").write_text(BURN)
+    before = tree_cpu_by_program()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "burner"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    try:
+        assert child.stdout is not None
+        burnt = float(child.stdout.readline())
+        per_write = cpu_used_since(before, writes=10)
+    finally:
+        child.communicate("")
+    assert per_write["burner"] * 10 / 1e3 >= burnt - 0.05
+    assert next(iter(per_write)) == "burner"  # the largest share comes first
+    assert SELF in per_write
