@@ -62,11 +62,6 @@ def tree_cpu_by_program(root: int | None = None) -> dict[str, float]:
     return used_by
 
 
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds ``root`` and its living descendants have used, all programs together."""
-    return sum(tree_cpu_by_program(root).values())
-
-
 def cpu_used_since(before: dict[str, float], writes: int) -> dict[str, float]:
     """CPU milliseconds per write each program used since ``before`` was taken."""
     used = {

@@ -22,7 +22,7 @@ from pysyncobj import (
 )
 from pysyncobj.batteries import ReplDict
 
-from bench._cpu import tree_cpu_s
+from bench._cpu import cpu_used_since, tree_cpu_by_program
 from bench._report import percentile
 from meshmind.lab import ManagedProcess, free_ports
 
@@ -216,9 +216,9 @@ async def one_repetition(
     if mode == "nobatch":
         latencies = await asyncio.to_thread(sync_latencies_ms, client.store, samples, f"l{prefix}")
         p50 = percentile(latencies, 50)
-    cpu_before = tree_cpu_s()
+    cpu_before = tree_cpu_by_program()
     rate = await asyncio.to_thread(callback_throughput, client.store, writes, f"t{prefix}")
-    cpu_ms = (tree_cpu_s() - cpu_before) * 1e3 / writes
+    cpu_ms = sum(cpu_used_since(cpu_before, writes).values())
     if p50 is not None:
         figures.p50_ms.append(p50)
     figures.throughput[mode].append(rate)

@@ -20,14 +20,15 @@ from tests.kit.fl import (
     fedavg_in_process,
     fl_lab,
     start_job,
-    wait_for_rounds,
+    wait_for_round_metrics,
     wait_until_done,
 )
+from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually
 
 from bench._report import Metric, Report, percentile
 from meshmind.bus import Bus, BusSettings, configure_logging
-from meshmind.bus.protocol import FL_STORE, FlJobSpec, FlJobStatus, LinkShape
+from meshmind.bus.protocol import FL_METRICS, FL_STORE, FlJobSpec, FlJobStatus, LinkShape
 from meshmind.federation import HostData, MeasuredLink, host_link_quality, update_object
 from meshmind.fl import (
     MiniLMTextTask,
@@ -235,10 +236,11 @@ async def run_job(bus: Bus, spec: FlJobSpec) -> FlJobStatus:
 
 
 async def churned_job(mesh: LocalMesh, bus: Bus, spec: FlJobSpec, after: int) -> FlJobStatus:
-    """``spec`` with n2's trainer killed once ``after`` rounds are in."""
+    """``spec`` with n2's trainer killed as soon as ``after`` rounds are in."""
+    rounds = await Recorder.start(bus, FL_METRICS)
     await start_job(bus, "n1", spec)
     assert spec.job_id is not None
-    await wait_for_rounds(bus, spec.job_id, after, NODES, within=600)
+    await wait_for_round_metrics(rounds, spec.job_id, after, within=600)
     await mesh.host("n2").services[TRAINER].kill()
     return await wait_until_done(bus, spec.job_id, NODES, within=1200)
 

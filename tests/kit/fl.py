@@ -120,26 +120,6 @@ async def job_status(bus: Bus, job_id: str, node: str) -> FlJobStatus:
     return answer.jobs[0]
 
 
-async def wait_for_rounds(
-    bus: Bus, job_id: str, rounds: int, nodes: Sequence[str], *, within: float = 300.0
-) -> FlJobStatus:
-    """The job once its checkpoint has ``rounds`` rounds (or it ended), asking any host."""
-    found: list[FlJobStatus] = []
-
-    async def reached() -> bool:
-        for node in nodes:
-            try:
-                status = await job_status(bus, job_id, node)
-            except BusError:
-                continue
-            found[:] = [status]
-            return len(status.history) >= rounds or status.state != "running"
-        return False
-
-    await eventually(reached, within=within, every=0.5)
-    return found[0]
-
-
 async def wait_for_round_metrics(
     rounds: Recorder[FlRoundMetrics], job_id: str, number: int, *, within: float = 300.0
 ) -> None:
@@ -155,8 +135,21 @@ async def wait_for_round_metrics(
 async def wait_until_done(
     bus: Bus, job_id: str, nodes: Sequence[str], *, within: float = 300.0
 ) -> FlJobStatus:
-    """The job once its checkpoint says it ended."""
-    return await wait_for_rounds(bus, job_id, 10**9, nodes, within=within)
+    """The job once its checkpoint says it ended, asking any host."""
+    found: list[FlJobStatus] = []
+
+    async def ended() -> bool:
+        for node in nodes:
+            try:
+                status = await job_status(bus, job_id, node)
+            except BusError:
+                continue
+            found[:] = [status]
+            return status.state != "running"
+        return False
+
+    await eventually(ended, within=within, every=0.5)
+    return found[0]
 
 
 def fedavg_in_process(

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench._cpu import SELF, cpu_used_since, tree_cpu_by_program, tree_cpu_s
+from bench._cpu import SELF, cpu_used_since, tree_cpu_by_program
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    return sum(tree_cpu_by_program(root).values())
+
 
 BURN = """
 import sys, time
