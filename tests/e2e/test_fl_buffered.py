@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
 
-from meshmind.bus.protocol import FlJobSpec, LinkShape
+from meshmind.bus.protocol import FlJobStatus, LinkShape
 from meshmind.federation import MeasuredLink, host_link_quality
 from meshmind.health import read_links
 from meshmind.lab import node_names
-from tests.kit.fl import fl_lab, start_job, wait_until_done
+from tests.kit.fl import fl_lab, wait_until_done
 from tests.kit.waiting import eventually
 
 NODES = node_names(5)
@@ -23,21 +24,32 @@ SLOW = "n4"
 MESHCTL = (sys.executable, "-m", "meshmind.ctl")
 
 
+START = (
+    *("fl", "start", "--job-id", "buffered", "--task", "digits", "--rounds", str(ROUNDS)),
+    *("--participants", "5", "--strategy", "fedavg", "--weighting", "link"),
+    *("--mode", "buffered", "--buffer-size", "3", "--max-staleness", "4", "--remember"),
+    *("--deadline-s", "30", "--seed", "0", "--node", "n1", "--json"),
+)
+
+
+async def meshctl_start(hub_url: str) -> FlJobStatus:
+    """``meshctl fl start`` as an operator types it, again while consensus has no leader."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while True:
+        process = await asyncio.create_subprocess_exec(
+            *MESHCTL, *START, "--url", hub_url, stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 180)
+        if process.returncode == 0:
+            return FlJobStatus.model_validate_json(out)
+        assert b"503" in err, err.decode()
+        assert loop.time() < deadline, err.decode()
+        await asyncio.sleep(1.0)
+
+
 @pytest.mark.timeout(1200)
 async def test_buffered_link_aware_rounds_go_on_without_the_slow_trainer(tmp_path: Path) -> None:
-    spec = FlJobSpec(
-        job_id="buffered",
-        task="digits",
-        rounds=ROUNDS,
-        participants=5,
-        strategy="fedavg",
-        weighting="link",
-        mode="buffered",
-        buffer_size=3,
-        max_staleness=4,
-        deadline_s=30.0,
-        seed=0,
-    )
     async with fl_lab(tmp_path / "lab", NODES) as (mesh, bus):
         mesh.host(SLOW).link.set_shape(LinkShape(delay_ms=400))
 
@@ -60,7 +72,7 @@ async def test_buffered_link_aware_rounds_go_on_without_the_slow_trainer(tmp_pat
         )
         assert watcher.stderr is not None
         assert b"watching" in await asyncio.wait_for(watcher.stderr.readline(), 120)
-        await start_job(bus, "n1", spec)
+        started = await meshctl_start(mesh.hub_url)
         done = await wait_until_done(bus, "buffered", NODES, within=600)
         out, _ = await asyncio.wait_for(watcher.communicate(), 60)
 
@@ -72,6 +84,13 @@ async def test_buffered_link_aware_rounds_go_on_without_the_slow_trainer(tmp_pat
         m.version for m in done.history
     ]
 
+    spec = started.spec
+    assert (spec.mode, spec.buffer_size, spec.max_staleness, spec.remember) == (
+        "buffered",
+        3,
+        4,
+        True,
+    )
     assert done.state == "done"
     assert [m.version for m in done.history] == list(range(1, ROUNDS + 1))
     assert any(SLOW not in m.participants for m in done.history)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from meshmind.bus import Bus
-from meshmind.bus.protocol import FL_METRICS, FlJobSpec, FlJobStatus
+from meshmind.bus.protocol import FL_METRICS, FL_STORE, FL_UPDATES, FlJobSpec, FlJobStatus
 from meshmind.lab import LocalMesh, node_names
 from tests.kit.fl import TRAINER, fl_lab, start_job, wait_for_round_metrics, wait_until_done
 from tests.kit.recorder import Recorder
@@ -65,7 +66,11 @@ async def run_job(mesh: LocalMesh, bus: Bus, job_id: str, *, kill_after: int = 0
 @pytest.mark.timeout(1200)
 async def test_a_job_improves_accuracy_and_survives_losing_a_trainer(tmp_path: Path) -> None:
     async with fl_lab(tmp_path / "lab", NODES) as (mesh, bus):
+        updates = await Recorder.start(bus, FL_UPDATES)
         steady = await run_job(mesh, bus, "steady")
+        reports = [report for _, report in updates.events if report.job_id == "steady"]
+        store = await bus.hub().object_store(FL_STORE)
+        stored = {r.adapter: await store.get(r.adapter) for r in reports}
         churned = await run_job(mesh, bus, "churned", kill_after=3)
         listed = json.loads(await meshctl("fl", "status", "--json", "--url", mesh.hub_url))
         await meshctl("fl", "plot", "steady", "--out", str(tmp_path), "--url", mesh.hub_url)
@@ -89,6 +94,13 @@ async def test_a_job_improves_accuracy_and_survives_losing_a_trainer(tmp_path: P
         assert sum(metrics.weights.values()) == pytest.approx(1.0)
         assert metrics.bytes_up > 0
         assert metrics.bytes_down > 0
+
+    # Each update rode in its report (no fetch behind the report), and is in the store too.
+    assert len(reports) >= 5 * ROUNDS
+    for report in reports:
+        assert report.adapter_data is not None
+        assert hashlib.sha256(report.adapter_data).hexdigest() == report.sha256
+        assert stored[report.adapter] == report.adapter_data
 
     assert churned.state == "done"
     assert len(churned.history) == ROUNDS

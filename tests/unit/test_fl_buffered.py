@@ -71,6 +71,36 @@ def test_too_stale_future_and_invalid_contributions_are_rejected() -> None:
     assert buffer.version == 2
 
 
+def remembering_run(remember: bool) -> list[Aggregation]:
+    """A slow host's one update (+1 from version 0), then a fast host's updates that change
+    nothing, one version each, until version 5 (buffer of 1, ``max_staleness`` 3)."""
+    buffer = FedBuff(params(0.0), buffer_size=1, max_staleness=3, remember=remember)
+    made = [buffer.submit(Contribution("slow", params(1.0), 10, base_version=0))]
+    while buffer.version < 5:
+        unchanged = params(buffer.params["w"][0].item())
+        made.append(buffer.submit(Contribution("fast", unchanged, 10, buffer.version)))
+    return [aggregation for aggregation in made if aggregation is not None]
+
+
+def test_remembered_updates_keep_a_slow_host_counting_until_too_stale() -> None:
+    forgetful = remembering_run(remember=False)
+    assert [a.nodes for a in forgetful] == [("slow",), *[("fast",)] * 4]
+    assert [a.params["w"][0].item() for a in forgetful] == pytest.approx([1.0] * 5)
+
+    remembering = remembering_run(remember=True)
+    assert [a.nodes for a in remembering] == [("slow",), *[("slow", "fast")] * 3, ("fast",)]
+    assert [a.staleness for a in remembering[1:4]] == [(1, 0), (2, 0), (3, 0)]
+    # Each version still moves towards the slow host's update, by its discounted share.
+    expected = [1.0]
+    for staleness in (1, 2, 3):
+        share = staleness_discount(staleness) / (staleness_discount(staleness) + 1.0)
+        expected.append(expected[-1] + share)
+    expected.append(expected[-1])
+    assert [a.params["w"][0].item() for a in remembering] == pytest.approx(expected, rel=1e-6)
+    for aggregation in remembering:
+        assert sum(aggregation.weights) == pytest.approx(1.0)
+
+
 SLOW_DELAY = 10.0
 
 

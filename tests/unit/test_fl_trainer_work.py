@@ -1,5 +1,6 @@
 """The trainer's workbench trains a round on the share the job's label skew gives this host,
-from the global adapter its announcement carries when it is small."""
+from the global adapter its announcement carries when it is small, and sends a small update
+back inside its report."""
 
 from __future__ import annotations
 
@@ -70,3 +71,10 @@ def test_only_a_small_adapter_travels_with_the_announcement() -> None:
     assert inline_adapter(small) == small.data
     large = AdapterBlob(data=bytes(INLINE_ADAPTER_BYTES + 1), sha256="0" * 64)
     assert inline_adapter(large) is None
+
+
+def test_a_small_update_travels_in_its_report() -> None:
+    work, adapter = announcement(None)
+    trained = Workbench(HOST).train(work, adapter)
+    assert trained.carried == trained.data
+    assert len(trained.data) <= INLINE_ADAPTER_BYTES

@@ -1147,11 +1147,21 @@ class FlJobSpec(Message):
     buffer_size: int | None = Field(
         default=None, ge=1, le=1000, description="Buffered mode: updates per aggregation."
     )
-    max_staleness: int = Field(default=4, ge=0, le=1000, description="Buffered mode.")
+    max_staleness: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="Buffered mode: an update older than this many versions no longer counts.",
+    )
+    remember: bool = Field(
+        default=False,
+        description="Buffered mode: every version counts each trainer's latest update, not "
+        "only the buffer's (as MIFA does), so hosts behind slow links keep counting.",
+    )
 
 
 INLINE_ADAPTER_BYTES = 64 * 1024
-"""A global adapter at most this large travels inside its round's announcement."""
+"""An adapter at most this large travels inside its round's announcement or update report."""
 
 
 class FlRoundAnnouncement(Message):
@@ -1181,14 +1191,20 @@ class FlRoundAnnouncement(Message):
 
 
 class FlUpdateReport(Message):
-    """A trainer's update: uploaded to the store, described here."""
+    """A trainer's update: uploaded to the store, described here (and carried, if small)."""
 
     job_id: JobId
     node: str = NodeId
     round: int = Field(ge=1)
     base_version: int = Field(ge=0, description="The global version it trained from.")
-    adapter: ObjectName
+    adapter: ObjectName = Field(description="The update in the `mesh-fl` store.")
     sha256: Digest
+    adapter_data: bytes | None = Field(
+        default=None,
+        max_length=INLINE_ADAPTER_BYTES,
+        description="The update's bytes too, when it is at most 64 KiB: a coordinator whose "
+        "copy matches `sha256` need not fetch it from the store (where it may land later).",
+    )
     size: int = Field(ge=0, description="The update's bytes.")
     examples: int = Field(ge=0)
     loss: float
@@ -1290,7 +1306,7 @@ FL_ROUNDS = CONTRACT.event(
 FL_UPDATES = CONTRACT.event(
     "mesh.fl.{node}.updates",
     FlUpdateReport,
-    "A trainer uploaded its update for a round.",
+    "A trainer's update for a round: carried when small, put in the store.",
     publisher=Party.NAMED_HOST,
     claim="node",
 )

@@ -133,6 +133,15 @@ def start(
     ),
     mode: Annotated[FlMode, typer.Option(help="sync rounds, or buffered (FedBuff).")] = "sync",
     deadline_s: Annotated[float, typer.Option(help="A round's deadline, seconds.")] = 20.0,
+    buffer_size: Annotated[
+        int | None, typer.Option(min=1, help="Buffered: updates per version (half the trainers).")
+    ] = None,
+    max_staleness: Annotated[
+        int, typer.Option(min=0, help="Buffered: versions an update may be behind.")
+    ] = 4,
+    remember: Annotated[
+        bool, typer.Option(help="Buffered: every version counts each trainer's latest update.")
+    ] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 2,
     lr: Annotated[float, typer.Option(help="Local learning rate.")] = 1e-2,
     seed: Annotated[int, typer.Option(min=0, help="Model and partition seed.")] = 0,
@@ -158,6 +167,9 @@ def start(
             weighting=weighting,
             mode=mode,
             deadline_s=deadline_s,
+            buffer_size=buffer_size,
+            max_staleness=max_staleness,
+            remember=remember,
             epochs=epochs,
             lr=lr,
             seed=seed,

@@ -8,6 +8,7 @@ load :mod:`meshmind.fl` (torch) when they need it: a trainer before it offers to
 coordinator with its first job.
 """
 
+from meshmind.federation._carried import carried_or_fetched
 from meshmind.federation._hosts import HostData, host_data
 from meshmind.federation._objects import (
     checkpoint_object,
@@ -30,6 +31,7 @@ __all__ = [
     "FlHostSettings",
     "HostData",
     "MeasuredLink",
+    "carried_or_fetched",
     "checkpoint_object",
     "exclusion_key",
     "global_object",

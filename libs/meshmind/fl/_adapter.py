@@ -44,5 +44,6 @@ def decode_adapter(data: bytes, sha256: str) -> Params:
 
 
 def inline_adapter(blob: AdapterBlob) -> bytes | None:
-    """The adapter's bytes if they are small enough to travel with a round's announcement."""
+    """The adapter's bytes if they are small enough to travel inside a message (a round's
+    announcement, an update's report)."""
     return blob.data if len(blob.data) <= INLINE_ADAPTER_BYTES else None

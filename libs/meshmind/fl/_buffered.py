@@ -47,6 +47,12 @@ class FedBuff:
     The next global is ``w + server_lr * (strategy(w, [w + d_k]) - w)`` where ``d_k`` is
     contribution ``k``'s change from its base version. Contributions older than
     ``max_staleness`` versions, or failing validation, are rejected with a reason.
+
+    With ``remember``, the ``d_k`` are every host's latest change, not only the buffer's: a
+    host behind a slow link keeps counting (discounted as it ages) in the versions made while
+    its next update is on its way, as in MIFA (Gu et al. 2021). Without it, the versions made
+    of fast hosts alone drift towards their data. A remembered change counts until it is
+    ``max_staleness`` versions old.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class FedBuff:
         server_lr: float = 1.0,
         max_update_norm: float = math.inf,
         link_floor: float = 0.1,
+        remember: bool = False,
     ) -> None:
         if buffer_size < 1 or max_staleness < 0 or not server_lr > 0.0:
             raise ValueError("need buffer_size >= 1, max_staleness >= 0 and server_lr > 0")
@@ -68,9 +75,12 @@ class FedBuff:
         self.server_lr = server_lr
         self.max_update_norm = max_update_norm
         self.link_floor = link_floor
+        self.remember = remember
         self.version = 0
         self._history: dict[int, Params] = {0: dict(global_params)}
         self._pending: list[tuple[Contribution, Params]] = []
+        self._latest: dict[str, tuple[Contribution, Params]] = {}
+        """Each host's latest change, when remembered."""
 
     @property
     def params(self) -> Params:
@@ -104,8 +114,21 @@ class FedBuff:
             return None
         return self._aggregate()
 
+    def _counted(self) -> list[tuple[Contribution, Params]]:
+        """What the next version is made of: the buffer, or every host's latest change that
+        is not yet ``max_staleness`` versions old (the buffer's among them)."""
+        if not self.remember:
+            return self._pending
+        for contribution, delta in self._pending:
+            self._latest[contribution.node] = (contribution, delta)
+        for node, (contribution, _) in list(self._latest.items()):
+            if self.version - contribution.base_version > self.max_staleness:
+                del self._latest[node]
+        return list(self._latest.values())
+
     def _aggregate(self) -> Aggregation:
         current = self.params
+        counted = self._counted()
         updates = [
             Update(
                 params=add(current, delta),
@@ -113,7 +136,7 @@ class FedBuff:
                 weight=link_factor(contribution.link_quality, self.link_floor),
                 staleness=self.version - contribution.base_version,
             )
-            for contribution, delta in self._pending
+            for contribution, delta in counted
         ]
         proposal = self.strategy.aggregate(current, updates)
         step = subtract(proposal, current)
@@ -130,7 +153,7 @@ class FedBuff:
         result = Aggregation(
             version=self.version,
             params=new_params,
-            nodes=tuple(contribution.node for contribution, _ in self._pending),
+            nodes=tuple(contribution.node for contribution, _ in counted),
             staleness=tuple(update.staleness for update in updates),
             weights=tuple(w / total for w in weights),
         )

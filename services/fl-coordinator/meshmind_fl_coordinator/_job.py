@@ -21,6 +21,7 @@ from meshmind.bus.protocol import (
     FlRoundMetrics,
     FlUpdateReport,
 )
+from meshmind.federation import carried_or_fetched
 from meshmind.fl import (
     AdapterBlob,
     AdapterCorrupt,
@@ -230,7 +231,7 @@ class JobRun:
     async def fetch(
         self, reports: Sequence[FlUpdateReport], tally: RoundTally
     ) -> list[tuple[FlUpdateReport, Params]]:
-        """Each report's parameters from the store, checked against its digest."""
+        """Each report's parameters, carried or from the store, checked against its digest."""
         results = await asyncio.gather(*(self.fetch_one(r, tally) for r in reports))
         return [(report, params) for report, params in results if params is not None]
 
@@ -238,7 +239,9 @@ class JobRun:
         self, report: FlUpdateReport, tally: RoundTally
     ) -> tuple[FlUpdateReport, Params | None]:
         try:
-            data = await self.store.get(report.adapter)
+            data = await carried_or_fetched(
+                report.adapter_data, report.sha256, report.adapter, self.store.get
+            )
             params = decode_adapter(data, report.sha256)
         except (BusError, KeyError, AdapterCorrupt) as error:
             tally.rejected[report.node] = f"update not readable: {error}"
@@ -265,10 +268,11 @@ class JobRun:
         """Store the new global adapter, evaluate it, checkpoint, and tell the mesh."""
         version = self.status.version + 1
         blob = encode_adapter(params)
-        name = await self.store.put_global(self.status.job_id, version, blob.data)
-        tally.mark("store")
-        evaluation = await asyncio.to_thread(self.session.evaluate, params)
-        tally.mark("evaluate")
+        name, evaluation = await asyncio.gather(
+            self.store.put_global(self.status.job_id, version, blob.data),
+            asyncio.to_thread(self.session.evaluate, params),
+        )
+        tally.mark("store_evaluate")
         now = time.time()
         metrics = FlRoundMetrics(
             job_id=self.status.job_id,
@@ -346,6 +350,7 @@ class JobRun:
             max_staleness=spec.max_staleness,
             strategy=self.strategy,
             max_update_norm=spec.max_update_norm,
+            remember=spec.remember,
         )
         working: dict[str, float] = {}
         # Trainers whose update waits in the buffer get the next version, not the same again;

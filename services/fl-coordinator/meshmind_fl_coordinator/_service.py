@@ -99,7 +99,23 @@ class Coordinator:
         return self.store
 
     async def select(self, count: int) -> list[str]:
-        """The best ``count`` trainers now: from discovery (capability, load) and links."""
+        """The best ``count`` trainers now: from discovery (capability, load) and links, less
+        the hosts the consensus store excludes. The exclusions of the hosts already known are
+        read while discovery answers; those of a host new to its view, after."""
+        known = [c.node for c in self.candidates]
+        _, excluded = await asyncio.gather(self.refresh_candidates(), self.exclusions(known))
+        nodes = [c.node for c in self.candidates]
+        unread = [node for node in nodes if node not in known]
+        if unread:
+            excluded |= await self.exclusions(unread)
+        excluded &= frozenset(nodes)
+        if excluded != self.excluded:
+            _log.info("exclusions.changed", excluded=sorted(excluded))
+        self.excluded = excluded
+        return select_trainers(self.candidates, count, self.qualities(nodes), excluded)
+
+    async def refresh_candidates(self) -> None:
+        """Discovery's trainers now, and the link table when it is due for a full read."""
         try:
             view = await self.bus.request(
                 DISCOVERY_PEERS,
@@ -123,9 +139,6 @@ class Coordinator:
                     self.on_link_report(report.source, report.target, report.score)
             except (BusError, TimeoutError) as error:
                 _log.info("links.unread", error=str(error) or "timeout")
-        nodes = [c.node for c in self.candidates]
-        excluded = await self.exclusions(nodes)
-        return select_trainers(self.candidates, count, self.qualities(nodes), excluded)
 
     async def exclusions(self, nodes: Sequence[str]) -> frozenset[str]:
         """The hosts among ``nodes`` excluded from training now (``fl/excluded/<node>`` in the
@@ -145,12 +158,8 @@ class Coordinator:
             )
         except BusError as error:
             _log.info("exclusions.unread", error=str(error))
-            return self.excluded
-        excluded = frozenset(n for n, e in zip(nodes, entries, strict=True) if e.value is not None)
-        if excluded != self.excluded:
-            _log.info("exclusions.changed", excluded=sorted(excluded))
-        self.excluded = excluded
-        return excluded
+            return self.excluded & frozenset(nodes)
+        return frozenset(n for n, e in zip(nodes, entries, strict=True) if e.value is not None)
 
     def qualities(self, nodes: Sequence[str]) -> dict[str, float]:
         return link_qualities(self.links.values(), nodes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from meshmind.bus.protocol import (
     FlRoundAnnouncement,
     FlUpdateReport,
 )
-from meshmind.federation import HostData, update_object
+from meshmind.federation import HostData, carried_or_fetched, update_object
 from meshmind_fl_trainer._config import TrainerSettings
 
 if TYPE_CHECKING:  # torch and the tasks load in setup (preload) or with the first round
@@ -43,6 +42,8 @@ class Trainer:
         self.bench: Workbench | None = None
         self.store: ObjectStore | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.records: set[asyncio.Task[None]] = set()
+        """Updates on their way to the store after their report (:meth:`record`)."""
 
     async def on_round(self, announcement: FlRoundAnnouncement) -> None:
         """Queue a round that names this host; a newer one of the same job replaces it."""
@@ -87,7 +88,7 @@ class Trainer:
         return self.bench
 
     async def train(self, work: FlRoundAnnouncement) -> None:
-        """Fetch the global adapter, train on local data, check, upload and report."""
+        """Fetch the global adapter, train on local data, check, report and upload."""
         from meshmind_fl_trainer._work import Withheld
 
         log = _log.bind(job=work.job_id, round=work.round, version=work.version)
@@ -104,6 +105,7 @@ class Trainer:
             log.warning("update.withheld", reason=str(error))
             return
         name = update_object(work.job_id, work.round, work.version, self.node)
+        carried = trained.carried
         report = FlUpdateReport(
             job_id=work.job_id,
             node=self.node,
@@ -111,6 +113,7 @@ class Trainer:
             base_version=work.version,
             adapter=name,
             sha256=trained.sha256,
+            adapter_data=carried,
             size=len(trained.data),
             examples=trained.examples,
             loss=trained.loss,
@@ -118,24 +121,45 @@ class Trainer:
         )
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
-                await store.put(name, trained.data)
-            sent = time.perf_counter()
-            await self.bus.publish(FL_UPDATES, report, node=self.node)
+                if carried is None:  # the coordinator reads it from the store: put it first
+                    await store.put(name, trained.data)
+                await self.bus.publish(FL_UPDATES, report, node=self.node)
         except (BusError, TimeoutError) as error:
             log.warning("update.not_sent", error=str(error))
             return
-        phases = {"fetch": fetched - started, "train": done - fetched, "upload": sent - done}
+        sent = time.perf_counter()
+        if carried is not None:
+            self.record(store, name, trained.data)
+        phases = {"fetch": fetched - started, "train": done - fetched, "report": sent - done}
         log.info(
             "update.sent",
             examples=trained.examples,
             loss=round(trained.loss, 4),
+            carried=carried is not None,
             phases_ms={step: round(s * 1000, 1) for step, s in phases.items()},
         )
 
+    def record(self, store: ObjectStore, name: str, data: bytes) -> None:
+        """Put an update its report already carried into the store, in the background: the
+        store's copy is the record, and neither the coordinator nor the next work waits on it
+        (behind a slow link, a put takes round trips the report does not)."""
+
+        async def put() -> None:
+            try:
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    await store.put(name, data)
+            except (BusError, TimeoutError) as error:
+                _log.warning("update.not_stored", object=name, error=str(error))
+
+        task = background(put, "record-update")
+        self.records.add(task)
+        task.add_done_callback(self.records.discard)
+
     async def close(self) -> None:
-        for task in self.tasks:
+        tasks = [*self.tasks, *self.records]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def global_adapter(
@@ -143,10 +167,7 @@ async def global_adapter(
 ) -> bytes:
     """The round's global adapter: the announcement's own copy when it carries one that
     matches its digest, else fetched from the store."""
-    inline = work.adapter_data
-    if inline is not None and hashlib.sha256(inline).hexdigest() == work.sha256:
-        return inline
-    return await fetch(work.adapter)
+    return await carried_or_fetched(work.adapter_data, work.sha256, work.adapter, fetch)
 
 
 async def setup(bus: Bus, kit: ServiceKit) -> Callable[[], Awaitable[None]]:

@@ -13,6 +13,7 @@ from meshmind.fl import (
     UpdateRejected,
     decode_adapter,
     encode_adapter,
+    inline_adapter,
     validate_update,
 )
 from meshmind_fl_trainer._faults import corrupt
@@ -27,6 +28,8 @@ class Trained:
     examples: int
     loss: float
     metrics: dict[str, float]
+    carried: bytes | None
+    """``data`` again if it is small enough to travel in the report (:func:`inline_adapter`)."""
 
 
 class Withheld(Exception):
@@ -66,4 +69,11 @@ class Workbench:
             except UpdateRejected as rejection:
                 raise Withheld(f"own update: {rejection.reason}") from None
         blob = encode_adapter(params)
-        return Trained(blob.data, blob.sha256, result.examples, result.loss, result.metrics)
+        return Trained(
+            blob.data,
+            blob.sha256,
+            result.examples,
+            result.loss,
+            result.metrics,
+            inline_adapter(blob),
+        )
