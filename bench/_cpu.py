@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -69,3 +70,14 @@ def cpu_used_since(before: dict[str, float], writes: int) -> dict[str, float]:
         for name, total in tree_cpu_by_program().items()
     }
     return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+
+def by_program(used: Mapping[str, float], *, own: str, digits: int = 3) -> str:
+    """A figure per program as text, largest first, ``SELF`` called ``own``; figures that
+    round to zero left out."""
+    ranked = sorted(used.items(), key=lambda item: -item[1])
+    return ", ".join(
+        f"{own if name == SELF else name} {value:.{digits}f}"
+        for name, value in ranked
+        if round(value, digits) > 0
+    )

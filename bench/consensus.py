@@ -13,7 +13,7 @@ from typing import Any
 from tests.kit.raft_sim import run_seed
 
 from bench import _jetstream_r3, _pysyncobj
-from bench._cpu import SELF
+from bench._cpu import by_program
 from bench._meshmind_consensus import SWEEP_WRITES, LabFigures, measure_failover, measure_lab
 from bench._report import Metric, Report, median
 from meshmind.bus import BusSettings, configure_logging
@@ -86,13 +86,8 @@ def cpu_split(figures: LabFigures | str) -> str:
     runs = figures.cpu_ms_per_write_by_program
     programs = sorted({name for run in runs for name in run})
     medians = {name: median([run.get(name, 0.0) for run in runs]) for name in programs}
-    labels = {SELF: "the benchmark's process (requesters, link emulators)"}
-    parts = [
-        f"{labels.get(name, name)} {used:.3f}"
-        for name, used in sorted(medians.items(), key=lambda item: -item[1])
-        if used >= 0.0005
-    ]
-    return "; meshmind's ms by program: " + ", ".join(parts)
+    own = "the benchmark's process (requesters, link emulators)"
+    return "; meshmind's ms by program: " + by_program(medians, own=own)
 
 
 def lab_note(label: str, figures: LabFigures | str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,9 +27,17 @@ from tests.kit.fl import (
 from tests.kit.recorder import Recorder
 from tests.kit.waiting import eventually
 
+from bench._cpu import by_program, cpu_used_since, tree_cpu_by_program
 from bench._report import Metric, Report, percentile
 from meshmind.bus import Bus, BusSettings, configure_logging
-from meshmind.bus.protocol import FL_METRICS, FL_STORE, FlJobSpec, FlJobStatus, LinkShape
+from meshmind.bus.protocol import (
+    FL_METRICS,
+    FL_STORE,
+    FlJobSpec,
+    FlJobStatus,
+    FlRoundMetrics,
+    LinkShape,
+)
 from meshmind.federation import HostData, MeasuredLink, host_link_quality, update_object
 from meshmind.fl import (
     MiniLMTextTask,
@@ -64,7 +73,11 @@ SLOW = ("n4", "n5")
 SLOW_SHAPE = LinkShape(delay_ms=400)
 BUFFERED_VERSIONS = 3 * ROUNDS
 """A buffered version holds 3 updates where a synchronous round holds 5: more of them."""
+MAX_STALENESS = 20
 PUT_GETS = 60
+REST_S = 5.0
+"""How long the lab's CPU use is measured with no job."""
+CORES = os.cpu_count() or 1
 FLOWER_START_S = 120.0
 
 
@@ -92,13 +105,16 @@ def sync_spec(
 
 
 def link_aware_spec(job_id: str, label_skew: float | None) -> FlJobSpec:
+    """Buffered, link-weighted; a slow host's update (about 8 versions old when it lands
+    behind a 400 ms link) counts, and counts on until it is ``max_staleness`` old."""
     return sync_spec(job_id, label_skew=label_skew).model_copy(
         update={
             "rounds": BUFFERED_VERSIONS,
             "weighting": "link",
             "mode": "buffered",
             "buffer_size": 3,
-            "max_staleness": 4,
+            "max_staleness": MAX_STALENESS,
+            "remember": True,
             "deadline_s": 30.0,
         }
     )
@@ -245,6 +261,67 @@ async def churned_job(mesh: LocalMesh, bus: Bus, spec: FlJobSpec, after: int) ->
     return await wait_until_done(bus, spec.job_id, NODES, within=1200)
 
 
+@dataclass(frozen=True)
+class LabCpu:
+    """CPU milliseconds each program of the lab used: per steady round, and per second of
+    rest."""
+
+    per_round: dict[str, float]
+    at_rest: dict[str, float]
+
+    @property
+    def round_s(self) -> float:
+        return sum(self.per_round.values()) / 1000
+
+
+async def lab_at_rest() -> dict[str, float]:
+    """CPU milliseconds a second each program uses while no job runs."""
+    before = tree_cpu_by_program()
+    await asyncio.sleep(REST_S)
+    return cpu_used_since(before, round(REST_S))
+
+
+async def measured_job(bus: Bus, spec: FlJobSpec) -> tuple[FlJobStatus, dict[str, float]]:
+    """``spec`` run, and the CPU milliseconds per round each program used from the end of
+    round 1 (which builds the task's models) to the end of the last round: read as their
+    metrics arrive, so that no polling adds to what is measured."""
+    assert spec.job_id is not None
+    marks: dict[int, dict[str, float]] = {}
+    last = asyncio.Event()
+
+    async def on_metrics(metrics: FlRoundMetrics) -> None:
+        if metrics.job_id == spec.job_id and metrics.round in (1, spec.rounds):
+            marks.setdefault(metrics.round, tree_cpu_by_program())
+            if metrics.round == spec.rounds:
+                last.set()
+
+    await bus.subscribe(FL_METRICS, on_metrics)
+    await bus.flush()
+    await start_job(bus, "n1", spec)
+    await asyncio.wait_for(last.wait(), 600)
+    used = {
+        name: (total - marks[1].get(name, 0.0)) * 1e3 / (spec.rounds - 1)
+        for name, total in marks[spec.rounds].items()
+    }
+    return await wait_until_done(bus, spec.job_id, NODES, within=1200), used
+
+
+def cpu_metric(cpu: LabCpu, flower_wall_s: float) -> Metric:
+    floor = cpu.round_s / CORES
+    own = "the benchmark's process (link emulators, observer)"
+    return Metric(
+        "round_cpu_s",
+        cpu.round_s,
+        "s",
+        note=f"CPU of every process of the 5-host lab per synchronous round (rounds 2-{ROUNDS}); "
+        f"on {CORES} cores no round can take less than {floor:.3f} s "
+        f"({floor / flower_wall_s:.2f} x Flower's round wall); ms by program: "
+        f"{by_program(cpu.per_round, own=own, digits=1)}; at rest, with no job, the lab "
+        f"uses {sum(cpu.at_rest.values()):.0f} ms of CPU a second: "
+        f"{by_program(cpu.at_rest, own=own, digits=0)}",
+    )
+
+
 def accuracy_note(status: FlJobStatus) -> str:
     path = " ".join(f"{m.accuracy:.3f}" for m in status.history)
     return f"{status.job_id}: {status.initial_accuracy:.3f} then {path}"
@@ -270,7 +347,8 @@ async def run() -> Report:
         flower = await flower_run(Path(tmp))
         async with fl_lab(Path(tmp) / "lab", NODES) as (mesh, bus):
             store = await object_store_times(mesh)
-            steady = await run_job(bus, sync_spec("steady"))
+            at_rest = await lab_at_rest()
+            steady, per_round = await measured_job(bus, sync_spec("steady"))
             compared: list[tuple[Skew, FlJobStatus, FlJobStatus]] = []
             async with slow_links(mesh, bus, SLOW):
                 for skew in SKEWS:
@@ -287,6 +365,7 @@ async def run() -> Report:
             )
 
     ours_wall = statistics.median(m.wall_s for m in steady.history[1:])
+    flower_wall = statistics.median(flower.wall_s[1:])
     ours_bytes = statistics.median(m.bytes_up + m.bytes_down for m in steady.history)
     report.metrics += [
         Metric(
@@ -303,9 +382,10 @@ async def run() -> Report:
             "s",
             target="ratio <= 1.0",
             baseline_name="flower_round_wall_s",
-            baseline=statistics.median(flower.wall_s[1:]),
+            baseline=flower_wall,
             note="median of rounds 2 on (round 1 also waits for Flower's clients to connect)",
         ),
+        cpu_metric(LabCpu(per_round, at_rest), flower_wall),
         Metric(
             "bytes_per_round",
             ours_bytes,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench._cpu import SELF, cpu_used_since, tree_cpu_by_program
+from bench._cpu import SELF, by_program, cpu_used_since, tree_cpu_by_program
 
 
 def tree_cpu_s(root: int | None = None) -> float:
@@ -59,3 +59,11 @@ def test_a_module_run_with_dash_m_is_counted_under_its_name(tmp_path: Path) -> N
     assert per_write["burner"] * 10 / 1e3 >= burnt - 0.05
     assert next(iter(per_write)) == "burner"  # the largest share comes first
     assert SELF in per_write
+
+
+def test_figures_by_program_read_largest_first_and_name_the_measuring_process() -> None:
+    used = {"nats-server": 0.08, SELF: 0.15, "meshmind_consensus": 0.283, "idle": 0.0001}
+    assert by_program(used, own="the benchmark") == (
+        "meshmind_consensus 0.283, the benchmark 0.150, nats-server 0.080"
+    )
+    assert by_program({"x": 12.34}, own="", digits=1) == "x 12.3"
