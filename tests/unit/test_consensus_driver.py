@@ -152,3 +152,23 @@ async def test_a_log_write_that_fails_stops_the_node_until_it_restarts(
     async with running(tmp_path, seed=1) as (restarted, state, _):
         assert (await propose(restarted, Put("after", b"4", at=4))).ok
         assert state.get("kept") is not None  # ("lost" may or may not have reached the disk)
+
+
+async def test_a_loop_woken_as_it_is_cancelled_stops(tmp_path: Path) -> None:
+    """The loop waits for work with a timeout; a cancel that lands as work arrives must still
+    stop it (``asyncio.wait_for`` on Python 3.11 returned the work and dropped the cancel,
+    and a service's shutdown then hung until it was killed)."""
+    state = StoreState()
+    storage = DiskStorage.open(tmp_path)
+    idle = DriverSettings(tick_s=60.0, election_ticks=3)  # no tick comes during the test
+    driver = RaftDriver("n1", frozenset({"n1"}), storage, state, _nowhere, idle)
+    loop = asyncio.create_task(driver.run())
+    try:
+        await asyncio.sleep(0.2)  # started, and waiting for work
+        driver.forget_leader()  # wakes the loop ...
+        loop.cancel()  # ... in the same step as the cancel
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(loop), 2)
+    finally:
+        loop.cancel()
+        await driver.close()

@@ -106,7 +106,8 @@ class ConsumerReader:
             try:
                 if wait <= 0:
                     raise TimeoutError
-                msg = await asyncio.wait_for(self._queue.get(), wait)
+                async with asyncio.timeout(wait):  # wait_for can swallow a cancel (3.11)
+                    msg = await self._queue.get()
             except TimeoutError:
                 raise ConsumerLost(
                     f"consumer {self.name} on {self._stream} silent for {self.silent_s():.1f}s"

@@ -245,7 +245,8 @@ class RaftDriver:
             timeout = max(0.0, next_tick - loop.time())
             if not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # wait_for can swallow a cancel (3.11)
+                        await self._wake.wait()
             self._wake.clear()
             if loop.time() >= next_tick:
                 self.node.tick()

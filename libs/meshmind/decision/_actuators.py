@@ -63,7 +63,8 @@ class SubprocessRunner:
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                output, _ = await process.communicate()
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -214,7 +214,8 @@ class JobRun:
             if remaining <= 0:
                 break
             try:
-                report = await asyncio.wait_for(self.inbox.get(), remaining)
+                async with asyncio.timeout(remaining):  # wait_for can swallow a cancel (3.11)
+                    report = await self.inbox.get()
             except TimeoutError:
                 break
             if (
@@ -371,7 +372,8 @@ class JobRun:
                 await self.announce(self.next_round, idle, deadline, tally)
                 working.update(dict.fromkeys(idle, deadline))
             try:
-                report = await asyncio.wait_for(self.inbox.get(), BUFFERED_POLL_S)
+                async with asyncio.timeout(BUFFERED_POLL_S):
+                    report = await self.inbox.get()
             except TimeoutError:
                 continue
             if report.node not in working or report.base_version > self.status.version:
