@@ -19,12 +19,18 @@ from bench._writes import (
 )
 from meshmind.bus import Bus, BusError
 from meshmind.bus.protocol import CONSENSUS_PUT, KvPut
+from meshmind.consensus import BatchingWriter
 from meshmind.lab import LocalMesh, node_names
 
 VALUE = "v" * 16
 WARMUP = 50
 REQUEST_TIMEOUT_S = 10.0
 SWEEP_WRITES = 400
+BATCHED_WRITERS = 512
+"""Writers at once sharing one batching writer (PySyncObj's are all of its writes)."""
+BATCHED_WRITES_PER_SINGLE = 5
+"""The batched runs make this many times the writes of a single-request run (they are
+faster, and a run must outlast its start)."""
 RECOVER_WITHIN_S = 60.0
 ATTEMPTS = 3
 """Tries per repetition, as for PySyncObj: a repetition with a failed write is made again."""
@@ -37,15 +43,22 @@ class LabFigures:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)
+    """Writes per second through a :class:`BatchingWriter` shared by ``BATCHED_WRITERS``."""
     cpu_ms_per_write: list[float] = field(default_factory=list)
     """CPU of the whole run (servers, services, emulated links, client) per write, during
-    each throughput run."""
+    each batched throughput run."""
     cpu_ms_per_write_by_program: list[dict[str, float]] = field(default_factory=list)
     """The same, split by the program that used it."""
+    writes_per_request: list[float] = field(default_factory=list)
+    """How many writes each batch request carried, on average."""
+    single_throughput: list[float] = field(default_factory=list)
+    """Writes per second with one request per write, ``concurrency`` requesters."""
+    single_cpu_ms_per_write: list[float] = field(default_factory=list)
+    """CPU per write during the single-request throughput runs."""
     sweep: dict[int, float] = field(default_factory=dict)
     """Writes per second at each concurrency tried, one short run each."""
     concurrency: int = 0
-    """The concurrency of ``throughput``: the sweep's best."""
+    """The concurrency of ``single_throughput``: the sweep's best."""
     failover_s: list[float] = field(default_factory=list)
     entry_host: str = ""
     """The host whose endpoint the latency and throughput requests went to."""
@@ -129,15 +142,30 @@ async def one_repetition(
     """Latency and throughput once; nothing is recorded if a write fails."""
     latencies = await sequential_latencies_ms(Putter(bus, node, f"l{prefix}").put, samples)
     cpu_before = tree_cpu_by_program()
-    rate = await concurrent_throughput(
+    single = await concurrent_throughput(
         Putter(bus, node, f"t{prefix}").put, writes, figures.concurrency
     )
-    cpu_ms = cpu_used_since(cpu_before, writes)
+    single_cpu_ms = cpu_used_since(cpu_before, writes)
+    writer = BatchingWriter(bus, node=node, timeout=REQUEST_TIMEOUT_S)
+    batched_writes = writes * BATCHED_WRITES_PER_SINGLE
+
+    async def put(n: int) -> bool:
+        return (await writer.put(f"b{prefix}{n}", VALUE)).ok
+
+    try:
+        cpu_before = tree_cpu_by_program()
+        batched = await concurrent_throughput(put, batched_writes, BATCHED_WRITERS)
+        cpu_ms = cpu_used_since(cpu_before, batched_writes)
+    finally:
+        await writer.close()
     figures.p50_ms.append(percentile(latencies, 50))
     figures.p99_ms.append(percentile(latencies, 99))
-    figures.throughput.append(rate)
+    figures.single_throughput.append(single)
+    figures.single_cpu_ms_per_write.append(sum(single_cpu_ms.values()))
+    figures.throughput.append(batched)
     figures.cpu_ms_per_write.append(sum(cpu_ms.values()))
     figures.cpu_ms_per_write_by_program.append(cpu_ms)
+    figures.writes_per_request.append(batched_writes / writer.requests)
 
 
 async def failovers(mesh: LocalMesh, figures: LabFigures, repeats: int) -> None:

@@ -14,7 +14,13 @@ from tests.kit.raft_sim import run_seed
 
 from bench import _jetstream_r3, _pysyncobj
 from bench._cpu import by_program
-from bench._meshmind_consensus import SWEEP_WRITES, LabFigures, measure_failover, measure_lab
+from bench._meshmind_consensus import (
+    BATCHED_WRITERS,
+    SWEEP_WRITES,
+    LabFigures,
+    measure_failover,
+    measure_lab,
+)
 from bench._report import Metric, Report, median
 from meshmind.bus import BusSettings, configure_logging
 
@@ -100,7 +106,10 @@ def lab_note(label: str, figures: LabFigures | str) -> str:
         f"({SWEEP_WRITES} writes each) {sweep}, best {figures.concurrency}; "
         f"p50 {', '.join(f'{v:.2f}' for v in figures.p50_ms)} ms; "
         f"p99 {', '.join(f'{v:.2f}' for v in figures.p99_ms)} ms; "
-        f"throughput {', '.join(f'{v:.0f}' for v in figures.throughput)} writes/s"
+        f"throughput one request per write "
+        f"{', '.join(f'{v:.0f}' for v in figures.single_throughput)} writes/s, "
+        f"batched {', '.join(f'{v:.0f}' for v in figures.throughput)} writes/s with "
+        f"{', '.join(f'{v:.1f}' for v in figures.writes_per_request)} writes a request"
     )
     if figures.failover_s:
         text += f"; failover {', '.join(f'{v:.3f}' for v in figures.failover_s)} s"
@@ -159,10 +168,14 @@ async def run() -> Report:
     ps5_mode, ps5_tp = ps[5].best_throughput()
     raft3_tp = None if isinstance(raft3, str) else median(raft3.throughput)
     concurrency = {
-        name: f"; concurrency {figures.concurrency} (the sweep's best)"
-        for name, figures in (("raft3", raft3), ("raft5", raft5), ("js3", jetstream3))
+        name: f"; one request per write from {figures.concurrency} requesters (the sweep's best)"
+        for name, figures in (("raft3", raft3), ("raft5", raft5))
         if not isinstance(figures, str)
     }
+    batched = (
+        f"{BATCHED_WRITERS} writers at once through one BatchingWriter, which sends the "
+        "writes made while its requests are out as one batch request (two out at most)"
+    )
     metrics = [
         lab_metric(
             raft3,
@@ -190,7 +203,7 @@ async def run() -> Report:
             "ratio >= 1.0",
             "pysyncobj_throughput_3_hosts",
             ps3_tp,
-            note=f"PySyncObj in its {ps3_mode} mode" + concurrency.get("raft3", ""),
+            note=f"{batched}; PySyncObj in its {ps3_mode} mode",
         ),
         lab_metric(
             raft5,
@@ -200,7 +213,36 @@ async def run() -> Report:
             "ratio >= 1.0",
             "pysyncobj_throughput_5_hosts",
             ps5_tp,
-            note=f"PySyncObj in its {ps5_mode} mode" + concurrency.get("raft5", ""),
+            note=f"{batched}; PySyncObj in its {ps5_mode} mode",
+        ),
+        *(
+            lab_metric(
+                figures,
+                f"throughput_single_requests_{size}_hosts",
+                "single_throughput",
+                "writes/s",
+                None,
+                f"pysyncobj_throughput_{size}_hosts",
+                tp,
+                note="one put request per write" + concurrency.get(name, ""),
+            )
+            for size, figures, tp, name in (
+                (3, raft3, ps3_tp, "raft3"),
+                (5, raft5, ps5_tp, "raft5"),
+            )
+        ),
+        *(
+            lab_metric(
+                figures,
+                f"cpu_ms_per_write_single_requests_{size}_hosts",
+                "single_cpu_ms_per_write",
+                "ms",
+                None,
+                f"pysyncobj_cpu_ms_per_write_{size}_hosts",
+                median(ps[size].cpu_ms_per_write[mode]),
+                note="the same, during the runs of one request per write",
+            )
+            for size, figures, mode in ((3, raft3, ps3_mode), (5, raft5, ps5_mode))
         ),
         *(
             lab_metric(
@@ -212,7 +254,8 @@ async def run() -> Report:
                 f"pysyncobj_cpu_ms_per_write_{size}_hosts",
                 median(ps[size].cpu_ms_per_write[mode]),
                 note=f"CPU time of every process of the run (servers, services, emulated "
-                f"links, the requesters) per acknowledged write, during the throughput runs; "
+                f"links, the writers) per acknowledged write, during the batched throughput "
+                f"runs; "
                 f"PySyncObj in its {mode} mode (nodes and client). On {CPUS} cores, "
                 f"{CPUS} s of CPU a second divided by this bounds the throughput"
                 + cpu_split(figures),
@@ -274,7 +317,7 @@ async def run() -> Report:
             None,
             "throughput_3_hosts",
             raft3_tp,
-            note=concurrency.get("js3", "").removeprefix("; ") or None,
+            note=f"{batched}; the backend writes each key's writes in turn, the keys' at once",
         ),
         Metric(
             "sim_seeds_per_s",
@@ -323,8 +366,9 @@ async def run() -> Report:
             "meshmind: the consensus service on lab meshes (a hub, one leaf per host behind "
             "its link emulator, no shaping: every Raft message crosses two emulated links, "
             "leaf to hub to leaf), default timing (tick 0.1 s, election after 10-20 ticks); "
-            "latency of put requests one at a time, throughput of puts from N concurrent "
-            "requesters",
+            "latency of put requests one at a time; throughput of puts from N concurrent "
+            "requesters, one request each, and of puts from "
+            f"{BATCHED_WRITERS} writers sharing batch requests",
             lab_note("raft, 3 hosts", raft3),
             lab_note("raft, 5 hosts", raft5),
             lab_note("jetstream backend, 3 hosts", jetstream3),

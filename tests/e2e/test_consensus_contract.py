@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from meshmind.bus import Bus, Empty
 from meshmind.bus.protocol import (
+    CONSENSUS_BATCH,
     CONSENSUS_CAS,
     CONSENSUS_DELETE,
     CONSENSUS_GET,
@@ -21,6 +22,8 @@ from meshmind.bus.protocol import (
     CONSENSUS_STATUS,
     DecisionProposal,
     DecisionQuery,
+    KvBatch,
+    KvBatchWrite,
     KvCas,
     KvKey,
     KvPut,
@@ -28,6 +31,7 @@ from meshmind.bus.protocol import (
     LeaseRequest,
     LeaseState,
 )
+from meshmind.consensus import BatchingWriter
 from meshmind.lab import LocalMesh, node_names
 from tests.kit.consensus import ask, connect, consensus_lab, wait_for_leader
 
@@ -109,6 +113,53 @@ class TestConsensusContract:
         assert not (await ask(buses["n1"], CONSENSUS_DELETE, KvKey(key="gone"))).ok
         recreated = await ask(buses["n1"], CONSENSUS_CAS, KvCas(key="gone", value="back"))
         assert recreated.ok
+
+    async def test_a_batch_answers_each_write_and_keeps_each_keys_order(
+        self, lab: tuple[LocalMesh, dict[str, Bus]]
+    ) -> None:
+        _, buses = lab
+        await _lease(buses["n1"], "grant", "batch/held", "a")
+        writes = [
+            KvBatchWrite(op="put", key="batch/a", value="1"),
+            KvBatchWrite(op="put", key="batch/b", value="1"),
+            KvBatchWrite(op="cas", key="batch/a", value="2", expected="1"),
+            KvBatchWrite(op="cas", key="batch/b", value="2", expected="wrong"),
+            KvBatchWrite(op="put", key="batch/held", value="x"),
+            KvBatchWrite(op="delete", key="batch/a"),
+            KvBatchWrite(op="cas", key="batch/a", value="3", expected_revision=0),
+        ]
+        outcomes = (await ask(buses["n2"], CONSENSUS_BATCH, KvBatch(writes=writes))).writes
+        assert [(o.key, o.ok, o.value) for o in outcomes] == [
+            ("batch/a", True, "1"),
+            ("batch/b", True, "1"),
+            ("batch/a", True, "2"),
+            ("batch/b", False, "1"),
+            ("batch/held", False, "a"),
+            ("batch/a", True, None),
+            ("batch/a", True, "3"),
+        ]
+        assert outcomes[2].revision > outcomes[0].revision
+        read = await ask(buses["n3"], CONSENSUS_GET, KvKey(key="batch/a"))
+        assert (read.value, read.revision) == ("3", outcomes[-1].revision)
+
+    async def test_concurrent_writes_share_batch_requests_each_acknowledged(
+        self, lab: tuple[LocalMesh, dict[str, Bus]]
+    ) -> None:
+        _, buses = lab
+        writer = BatchingWriter(buses["n3"], in_flight=1)
+        try:
+            outcomes = await asyncio.gather(
+                *(writer.put(f"shared/{n}", str(n)) for n in range(200)),
+                writer.cas("shared/0", "again", expected="0"),
+            )
+        finally:
+            await writer.close()
+        assert all(o.ok for o in outcomes)
+        assert writer.requests < 20  # one request per write would be 201
+        reads = await asyncio.gather(
+            *(ask(buses["n1"], CONSENSUS_GET, KvKey(key=f"shared/{n}")) for n in range(200))
+        )
+        assert [r.value for r in reads] == ["again", *(str(n) for n in range(1, 200))]
 
     async def test_a_lease_is_held_renewed_and_released_by_its_holder_only(
         self, lab: tuple[LocalMesh, dict[str, Bus]]

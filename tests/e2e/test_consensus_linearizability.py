@@ -1,16 +1,28 @@
-"""Concurrent clients on a 5-host lab, hosts killed and links cut: every history linearizable."""
+"""Concurrent clients on a 5-host lab, hosts killed and links cut: every history linearizable,
+batched writes included."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from meshmind.bus import Bus, BusError
-from meshmind.bus.protocol import CONSENSUS_CAS, CONSENSUS_GET, CONSENSUS_PUT, KvCas, KvKey, KvPut
+from meshmind.bus.protocol import (
+    CONSENSUS_BATCH,
+    CONSENSUS_CAS,
+    CONSENSUS_GET,
+    CONSENSUS_PUT,
+    KvBatch,
+    KvBatchWrite,
+    KvCas,
+    KvKey,
+    KvPut,
+)
 from meshmind.lab import LocalMesh, node_names
 from tests.kit.consensus import ask, connect, consensus_lab, wait_for_leader
 from tests.kit.linearizability import Operation, OperationKind, check
@@ -32,6 +44,9 @@ async def _client(
         value = f"{client}-{next(values)}"
         expected = f"{rng.randrange(CLIENTS)}-{rng.randrange(5)}" if rng.random() < 0.7 else None
         call = loop.time()
+        if rng.random() < 0.15:
+            await _batch(client, bus, rng, values, history)
+            continue
         try:
             if kind == "get":
                 reply = await ask(bus, CONSENSUS_GET, KvKey(key=key), timeout=4)
@@ -53,6 +68,48 @@ async def _client(
                     )
                 )
             await asyncio.sleep(0.1)
+
+
+async def _batch(
+    client: int,
+    bus: Bus,
+    rng: random.Random,
+    values: Iterator[int],
+    history: list[Operation],
+) -> None:
+    """Two or three puts and cases in one batch request: each is an operation of its own over
+    the request's whole span (writes to one key apply in order, which the check allows)."""
+    loop = asyncio.get_running_loop()
+    writes = [
+        KvBatchWrite(
+            op=rng.choice(("put", "cas")),
+            key=rng.choice(KEYS),
+            value=f"{client}-{next(values)}",
+        )
+        for _ in range(rng.randint(2, 3))
+    ]
+    writes = [
+        write.model_copy(update={"expected": f"{rng.randrange(CLIENTS)}-{rng.randrange(5)}"})
+        if write.op == "cas" and rng.random() < 0.7
+        else write
+        for write in writes
+    ]
+    call = loop.time()
+    try:
+        done = await ask(bus, CONSENSUS_BATCH, KvBatch(writes=writes), timeout=4)
+    except BusError:
+        for write in writes:
+            history.append(
+                Operation(client, call, None, write.op, write.key, write.value, write.expected)
+            )
+        await asyncio.sleep(0.1)
+        return
+    ret = loop.time()
+    for write, outcome in zip(writes, done.writes, strict=True):
+        ok = outcome.ok if write.op == "cas" else None
+        history.append(
+            Operation(client, call, ret, write.op, write.key, write.value, write.expected, ok)
+        )
 
 
 async def _faults(mesh: LocalMesh, rng: random.Random, stop: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from meshmind.bus.protocol import (
     DecisionProposal,
     DecisionQuery,
+    KvBatchWrite,
     KvCas,
     LeaseAction,
     LeaseRequest,
@@ -20,6 +21,7 @@ from meshmind.consensus._backend import ConsensusBackend, NotSupported
 from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
+    Batch,
     Cas,
     CasAppend,
     Command,
@@ -226,6 +228,47 @@ def busy_state() -> StoreState:
     )
 
 
+def test_a_batch_applies_its_writes_in_order_each_with_its_own_result() -> None:
+    state = applied(LeaseGrant("held", "n1", ttl=10, at=0))
+    result = state.apply(
+        Batch(
+            (
+                Put("a", b"1", at=1),
+                Cas("a", b"2", at=1, expected=b"1"),  # sees the put before it
+                Cas("a", b"3", at=1, expected=b"1"),
+                Put("held", b"x", at=1),
+                Delete("a", at=1),
+                Delete("a", at=1),
+            ),
+            at=1,
+        )
+    )
+    assert result.ok
+    assert [(r.status, r.revision) for r in result.writes] == [
+        (Status.OK, 2),
+        (Status.OK, 3),
+        (Status.CONFLICT, 3),
+        (Status.CONFLICT, 3),
+        (Status.OK, 4),
+        (Status.NOT_FOUND, 4),
+    ]
+    assert [r.current.value if r.current else None for r in result.writes[:4]] == [
+        b"1",
+        b"2",
+        b"2",
+        b"n1",
+    ]
+    assert state.revision == result.revision == 4
+    assert state.get("a") is None
+
+
+def test_a_batch_expires_leases_before_its_writes() -> None:
+    state = applied(LeaseGrant("role", "n1", ttl=1, at=0))
+    result = state.apply(Batch((Put("role", b"free", at=5),), at=5))
+    assert result.expired == ("role",)
+    assert result.writes[0].ok
+
+
 def test_snapshot_round_trip() -> None:
     original = busy_state()
     restored = StoreState()
@@ -259,6 +302,8 @@ def test_commands_round_trip_through_their_encoding() -> None:
         LeaseRelease("k", "n1", at=6),
         AppendDecision(b"rec", "id", at=7),
         Tick(at=8),
+        Batch((Put("a", b"1", at=9), Cas("b", b"2", at=9, expected=None), Delete("a", at=9)), 9),
+        Batch((), at=10),
     ):
         assert decode_command(encode_command(command)) == command
 
@@ -274,6 +319,19 @@ def test_commands_round_trip_through_their_encoding() -> None:
         msgpack.packb({"v": 1, "op": "put", "key": 5, "value": b"", "at": 1}),
         msgpack.packb({"v": 1, "op": "tick", "at": True}),
         msgpack.packb({"v": 1, "op": "tick", "at": 1, "holder": "n1"}),
+        msgpack.packb({"v": 1, "op": "batch", "at": 1}),
+        msgpack.packb({"v": 1, "op": "batch", "at": 1, "writes": [1]}),
+        msgpack.packb({"v": 1, "op": "batch", "at": 1, "writes": [], "key": "k"}),
+        msgpack.packb({"v": 1, "op": "batch", "writes": []}),
+        msgpack.packb(
+            {"v": 1, "op": "batch", "at": 1, "writes": [{"op": "tick", "at": 1}]}
+        ),  # only puts, cases and deletes
+        msgpack.packb(
+            {"v": 1, "op": "batch", "at": 1, "writes": [{"op": "batch", "at": 1, "writes": []}]}
+        ),
+        msgpack.packb(
+            {"v": 1, "op": "batch", "at": 1, "writes": [{"op": "put", "key": "k", "at": 1}]}
+        ),
     ],
 )
 def test_bad_commands_are_refused(data: bytes) -> None:
@@ -304,10 +362,16 @@ COMMANDS = st.one_of(
     st.builds(AppendDecision, VALUES, st.sampled_from(["i1", "i2", "i3", "i4"]), TIMES),
     st.builds(Tick, TIMES),
 )
+WRITES = st.one_of(
+    st.builds(Put, KEYS, VALUES, TIMES),
+    st.builds(Cas, KEYS, VALUES, TIMES, st.none() | VALUES),
+    st.builds(Delete, KEYS, TIMES),
+)
+COMMANDS_AND_BATCHES = COMMANDS | st.builds(Batch, st.lists(WRITES, max_size=4).map(tuple), TIMES)
 
 
 @settings(max_examples=300, deadline=None)
-@given(log=st.lists(COMMANDS, max_size=60), cut=st.integers(0, 60))
+@given(log=st.lists(COMMANDS_AND_BATCHES, max_size=60), cut=st.integers(0, 60))
 def test_replicas_applying_one_log_end_equal(log: list[Command], cut: int) -> None:
     steady = StoreState(idempotency_keys=3)
     restarted = StoreState(idempotency_keys=3)
@@ -450,3 +514,35 @@ async def test_local_store_serves_the_backend_interface() -> None:
 
     with pytest.raises(NotSupported):
         await store.transfer("n2")
+
+
+async def test_a_batch_through_the_backend_interface_answers_each_write() -> None:
+    store: ConsensusBackend = LocalStore("n1", clock=FakeClock())
+    outcomes = await store.batch(
+        [
+            KvBatchWrite(op="put", key="a", value="1"),
+            KvBatchWrite(op="cas", key="a", value="2", expected="1"),
+            KvBatchWrite(op="cas", key="b", value="1", expected_revision=5),
+            KvBatchWrite(op="delete", key="a"),
+        ]
+    )
+    assert [(o.key, o.ok, o.revision, o.value) for o in outcomes] == [
+        ("a", True, 1, "1"),
+        ("a", True, 2, "2"),
+        ("b", False, 0, None),
+        ("a", True, 0, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"op": "put", "key": "k"},
+        {"op": "delete", "key": "k", "value": "v"},
+        {"op": "put", "key": "k", "value": "v", "expected": "o"},
+        {"op": "delete", "key": "k", "expected_revision": 1},
+    ],
+)
+def test_a_batch_write_carries_what_its_op_needs_and_no_more(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"a put or cas carries a value|only a cas expects"):
+        KvBatchWrite(**fields)

@@ -550,6 +550,44 @@ class KvWrite(Message):
     )
 
 
+KvWriteOp = Literal["put", "cas", "delete"]
+MAX_BATCH_WRITES = 256
+"""The most writes one batch request carries."""
+
+
+class KvBatchWrite(Message):
+    """One write of a batch: a put (``value``), a cas (``value`` if the key holds ``expected``,
+    or has ``expected_revision``, as in :class:`KvCas`) or a delete (neither)."""
+
+    op: KvWriteOp
+    key: ConsensusKey
+    value: ConsensusValue | None = None
+    expected: ConsensusValue | None = None
+    expected_revision: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _fields_fit_the_op(self) -> KvBatchWrite:
+        if (self.value is None) != (self.op == "delete"):
+            raise ValueError("a put or cas carries a value, a delete none")
+        if self.op != "cas" and (self.expected is not None or self.expected_revision is not None):
+            raise ValueError("only a cas expects a value or revision")
+        return self
+
+
+class KvBatch(ConsensusRequest):
+    """Several writes in one request, each acknowledged on its own. Writes to one key take
+    effect in the order given; writes to different keys as if sent at once (the ``raft``
+    backend commits the whole batch as one log entry, in order)."""
+
+    writes: list[KvBatchWrite] = Field(min_length=1, max_length=MAX_BATCH_WRITES)
+
+
+class KvBatchResult(Message):
+    """Each write's outcome, in the order of the request."""
+
+    writes: list[KvWrite]
+
+
 LeaseAction = Literal["grant", "renew", "release"]
 
 
@@ -757,6 +795,12 @@ CONSENSUS_CAS = _consensus_endpoint(
     "cas", KvCas, KvWrite, "Write a key if it holds the expected value or revision."
 )
 CONSENSUS_DELETE = _consensus_endpoint("delete", KvKey, KvWrite, "Delete a key.")
+CONSENSUS_BATCH = _consensus_endpoint(
+    "batch",
+    KvBatch,
+    KvBatchResult,
+    "Several puts, cases and deletes in one request; each key's in the order given.",
+)
 CONSENSUS_LEASE = _consensus_endpoint(
     "lease",
     LeaseRequest,

@@ -4,6 +4,7 @@ from meshmind.consensus._backend import BackendName, ConsensusBackend, NotSuppor
 from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
+    Batch,
     Cas,
     Command,
     Delete,
@@ -22,11 +23,14 @@ from meshmind.consensus._model import Decision, Lease, Result, Status, Versioned
 from meshmind.consensus._raft_backend import RaftBackend, RaftBackendSettings
 from meshmind.consensus._state import StoreState
 from meshmind.consensus._wire import WireError, decode_message, encode_message
+from meshmind.consensus._writer import BatchingWriter
 
 __all__ = [
     "AppendDecision",
     "BackendName",
     "BadCommand",
+    "Batch",
+    "BatchingWriter",
     "Cas",
     "Command",
     "ConsensusBackend",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from meshmind.bus import ServiceError
@@ -11,6 +12,7 @@ from meshmind.bus.protocol import (
     DecisionList,
     DecisionProposal,
     DecisionQuery,
+    KvBatchWrite,
     KvCas,
     KvEntryInfo,
     KvWrite,
@@ -59,6 +61,10 @@ class ConsensusBackend(Protocol):
     async def cas(self, request: KvCas) -> KvWrite: ...
 
     async def delete(self, key: str) -> KvWrite: ...
+
+    async def batch(self, writes: Sequence[KvBatchWrite]) -> list[KvWrite]:
+        """Each write's outcome; writes to one key apply in the order given."""
+        ...
 
     async def lease(self, request: LeaseRequest) -> LeaseState: ...
 

@@ -102,8 +102,29 @@ class Tick:
     at: float
 
 
+Write = Put | Cas | Delete
+"""A command a batch may carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Writes applied one after another in one entry, each with its own result."""
+
+    writes: tuple[Write, ...]
+    at: float
+
+
 Command = (
-    Put | Cas | CasAppend | Delete | LeaseGrant | LeaseRenew | LeaseRelease | AppendDecision | Tick
+    Put
+    | Cas
+    | CasAppend
+    | Delete
+    | LeaseGrant
+    | LeaseRenew
+    | LeaseRelease
+    | AppendDecision
+    | Tick
+    | Batch
 )
 
 _OPS: dict[str, type[Command]] = {
@@ -116,7 +137,9 @@ _OPS: dict[str, type[Command]] = {
     "lease_release": LeaseRelease,
     "append_decision": AppendDecision,
     "tick": Tick,
+    "batch": Batch,
 }
+_WRITES: tuple[type[Command], ...] = (Put, Cas, Delete)
 _NAMES = {kind: name for name, kind in _OPS.items()}
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "key": (str,),
@@ -131,12 +154,16 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _fields(command: Command) -> dict[str, Any]:
+    fields = {name: getattr(command, name) for name in command.__slots__}
+    if isinstance(command, Batch):
+        fields["writes"] = [_fields(write) for write in command.writes]
+    return {"op": _NAMES[type(command)], **fields}
+
+
 def encode_command(command: Command) -> bytes:
     """The command as it goes into a log entry."""
-    fields = {name: getattr(command, name) for name in command.__slots__}
-    packed: bytes = msgpack.packb(
-        {"v": COMMAND_VERSION, "op": _NAMES[type(command)], **fields}, use_bin_type=True
-    )
+    packed: bytes = msgpack.packb({"v": COMMAND_VERSION, **_fields(command)}, use_bin_type=True)
     return packed
 
 
@@ -150,9 +177,33 @@ def decode_command(data: bytes) -> Command:
         raise BadCommand("a command is a map")
     if raw.pop("v", None) != COMMAND_VERSION:
         raise BadCommand(f"unsupported command version (this store reads {COMMAND_VERSION})")
-    kind = _OPS.get(raw.pop("op", None))
+    return _decode_fields(raw, _OPS)
+
+
+def _decode_batch(raw: dict[str, Any]) -> Batch:
+    writes = raw.pop("writes", None)
+    if not isinstance(writes, list):
+        raise BadCommand("batch.writes is a list")
+    allowed = {_NAMES[kind]: kind for kind in _WRITES}
+    decoded = []
+    for write in writes:
+        if not isinstance(write, dict):
+            raise BadCommand("a batch's write is a map")
+        command = _decode_fields(write, allowed)
+        assert isinstance(command, Put | Cas | Delete)
+        decoded.append(command)
+    at = raw.pop("at", None)
+    if raw or isinstance(at, bool) or not isinstance(at, int | float):
+        raise BadCommand("a batch has writes and a time, nothing else")
+    return Batch(tuple(decoded), at)
+
+
+def _decode_fields(raw: dict[str, Any], ops: dict[str, type[Command]]) -> Command:
+    kind = ops.get(raw.pop("op", None))
     if kind is None:
         raise BadCommand("unknown command")
+    if kind is Batch:
+        return _decode_batch(raw)
     for name, value in raw.items():
         allowed = _FIELD_TYPES.get(name)
         if allowed is None or name not in kind.__slots__:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from meshmind.bus import Bus, BusError, HubUnavailable, KeyValue, KvEntry, Stream
@@ -26,6 +26,7 @@ from meshmind.bus.protocol import (
     DecisionList,
     DecisionProposal,
     DecisionQuery,
+    KvBatchWrite,
     KvCas,
     KvEntryInfo,
     KvWrite,
@@ -210,6 +211,34 @@ class JetStreamBackend:
             if await _answered(kv.delete(key, revision=entry.revision)):
                 return KvWrite(key=key, ok=True, revision=0)
         raise Unavailable(f"delete of {key}: too many concurrent writers, try again")
+
+    async def batch(self, writes: Sequence[KvBatchWrite]) -> list[KvWrite]:
+        """Each key's writes one after another, the keys' at once."""
+        outcomes: list[KvWrite | None] = [None] * len(writes)
+        by_key: dict[str, list[int]] = {}
+        for index, write in enumerate(writes):
+            by_key.setdefault(write.key, []).append(index)
+
+        async def in_turn(indexes: list[int]) -> None:
+            for index in indexes:
+                outcomes[index] = await self._batch_write(writes[index])
+
+        await asyncio.gather(*(in_turn(indexes) for indexes in by_key.values()))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _batch_write(self, write: KvBatchWrite) -> KvWrite:
+        if write.op == "delete":
+            return await self.delete(write.key)
+        assert write.value is not None  # the request's validator saw to it
+        if write.op == "put":
+            return await self.put(write.key, write.value)
+        request = KvCas(
+            key=write.key,
+            value=write.value,
+            expected=write.expected,
+            expected_revision=write.expected_revision,
+        )
+        return await self.cas(request)
 
     # ---- leases
 

@@ -51,7 +51,8 @@ class Result:
 
     ``current``: the key after the command (after an ok write) or as it stands (on conflict);
     ``revision``: the store's revision after the command; ``decision``: the appended (or, for a
-    retried proposal, the earlier) decision; ``expired``: keys whose leases ran out first.
+    retried proposal, the earlier) decision; ``expired``: keys whose leases ran out first;
+    ``writes``: a batch's own result of each of its writes, in order.
     """
 
     status: Status
@@ -60,6 +61,7 @@ class Result:
     decision: Decision | None = None
     duplicate: bool = False
     expired: tuple[str, ...] = ()
+    writes: tuple[Result, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -36,8 +36,10 @@ from meshmind.consensus._balancer import Balancer, Transfer, candidates
 from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
+    Batch,
     Cas,
     CasAppend,
+    Command,
     Delete,
     LeaseGrant,
     LeaseRelease,
@@ -80,7 +82,27 @@ _OPS = {
     LeaseRelease: "lease",
     AppendDecision: "decision",
     Tick: "tick",
+    Batch: "batch",
 }
+
+
+def _applied(entry: Entry, command: Command, result: Any) -> AppliedEntry:
+    ok = not isinstance(result, Exception)
+    revision: int | None = None
+    if isinstance(result, Result):
+        ok = result.ok
+        if result.current is not None:
+            revision = result.current.revision
+        elif result.decision is not None:
+            revision = result.decision.seq
+    return AppliedEntry(
+        index=entry.index,
+        term=entry.term,
+        op=_OPS[type(command)],
+        key=getattr(command, "key", None),
+        ok=ok,
+        revision=revision,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,10 +202,8 @@ class RaftBackend(StateBackend):
             driver = self._driver()
             if driver.is_leader:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        driver.propose(encode_command(Tick(time.time()))),
-                        self.settings.lease_tick_s,
-                    )
+                    async with asyncio.timeout(self.settings.lease_tick_s):
+                        await driver.propose(encode_command(Tick(time.time())))
 
     # ---- a follower's failure detector
 
@@ -247,7 +267,8 @@ class RaftBackend(StateBackend):
                 peers = await self._bus.request(
                     DISCOVERY_PEERS, PeerQuery(), timeout=BALANCE_READ_S, node=self.node
                 )
-                links = await asyncio.wait_for(read_links(self._bus), BALANCE_READ_S)
+                async with asyncio.timeout(BALANCE_READ_S):
+                    links = await read_links(self._bus)
             except (BusError, TimeoutError) as error:
                 _log.debug("raft.balance_skipped", reason=repr(error))
                 continue
@@ -263,35 +284,28 @@ class RaftBackend(StateBackend):
             elif action is not None:
                 _log.info("raft.balance_change", change=action.kind.value, node=action.node)
                 try:
-                    await asyncio.wait_for(driver.change_members(action), BALANCE_COMMIT_S)
+                    async with asyncio.timeout(BALANCE_COMMIT_S):
+                        await driver.change_members(action)
                 except (RaftError, ValueError, TimeoutError) as error:
                     _log.warning("raft.balance_failed", node=action.node, error=repr(error))
 
     # ---- applied entries as events
 
     def _record_applied(self, entry: Entry, result: Any) -> None:
+        """One event per entry; a batch's, one per write."""
         op = {EntryKind.CONFIG: "config", EntryKind.NOOP: "noop"}.get(entry.kind, "command")
-        key: str | None = None
-        ok = not isinstance(result, Exception)
-        revision: int | None = None
+        command: Command | None = None
         if entry.kind is EntryKind.NORMAL:
-            try:
+            with contextlib.suppress(BadCommand):
                 command = decode_command(entry.data)
-            except BadCommand:
-                command = None
-            if command is not None:
-                op, key = _OPS[type(command)], getattr(command, "key", None)
-        if isinstance(result, Result):
-            ok = result.ok
-            if result.current is not None:
-                revision = result.current.revision
-            elif result.decision is not None:
-                revision = result.decision.seq
-        self._applied.append(
-            AppliedEntry(
-                index=entry.index, term=entry.term, op=op, key=key, ok=ok, revision=revision
-            )
-        )
+        if isinstance(command, Batch) and isinstance(result, Result):
+            for write, outcome in zip(command.writes, result.writes, strict=True):
+                self._applied.append(_applied(entry, write, outcome))
+        elif command is not None:
+            self._applied.append(_applied(entry, command, result))
+        else:
+            ok = not isinstance(result, Exception)
+            self._applied.append(AppliedEntry(index=entry.index, term=entry.term, op=op, ok=ok))
 
     async def _publish_applied(self) -> None:
         while True:

@@ -6,6 +6,7 @@ proposed), never the replica's own, so every replica applying the same log reach
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import OrderedDict
@@ -15,6 +16,7 @@ import msgpack
 
 from meshmind.consensus._commands import (
     AppendDecision,
+    Batch,
     Cas,
     CasAppend,
     Command,
@@ -83,16 +85,7 @@ class StoreState:
         self._now = max(self._now, command.at)
         expired = self._expire()
         result = self._apply(command)
-        if expired:
-            return Result(
-                result.status,
-                self._revision,
-                result.current,
-                result.decision,
-                result.duplicate,
-                expired,
-            )
-        return result
+        return dataclasses.replace(result, expired=expired) if expired else result
 
     def _apply(self, command: Command) -> Result:
         match command:
@@ -147,6 +140,9 @@ class StoreState:
                 return self._append_decision(record, idempotency_key)
             case Tick():
                 return self._result(Status.OK)
+            case Batch(writes=writes):
+                results = tuple(self._apply(write) for write in writes)
+                return Result(Status.OK, self._revision, writes=results)
 
     def _cas(self, key: str, value: bytes, expected: bytes | None, revision: int | None) -> Result:
         current = self._kv.get(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from meshmind.bus.protocol import (
     Decision,
@@ -11,6 +11,7 @@ from meshmind.bus.protocol import (
     DecisionList,
     DecisionProposal,
     DecisionQuery,
+    KvBatchWrite,
     KvCas,
     KvEntryInfo,
     KvWrite,
@@ -19,6 +20,7 @@ from meshmind.bus.protocol import (
 )
 from meshmind.consensus._commands import (
     AppendDecision,
+    Batch,
     Cas,
     CasAppend,
     Command,
@@ -27,6 +29,7 @@ from meshmind.consensus._commands import (
     LeaseRelease,
     LeaseRenew,
     Put,
+    Write,
 )
 from meshmind.consensus._model import Result, VersionedValue
 from meshmind.consensus._state import StoreState
@@ -42,6 +45,17 @@ def _lease_command(request: LeaseRequest) -> Stamped:
     if request.action == "renew":
         return lambda at: LeaseRenew(key, holder, ttl, at)
     return lambda at: LeaseRelease(key, holder, at)
+
+
+def _batch_write(write: KvBatchWrite, at: float) -> Write:
+    if write.op == "delete":
+        return Delete(write.key, at)
+    assert write.value is not None  # the request's validator saw to it
+    value = write.value.encode()
+    if write.op == "put":
+        return Put(write.key, value, at)
+    expected = write.expected.encode() if write.expected is not None else None
+    return Cas(write.key, value, at, expected, write.expected_revision)
 
 
 def _text(value: VersionedValue | None) -> str | None:
@@ -97,6 +111,12 @@ class StateBackend(ABC):
 
     async def delete(self, key: str) -> KvWrite:
         return _write(key, await self._execute(lambda at: Delete(key, at)))
+
+    async def batch(self, writes: Sequence[KvBatchWrite]) -> list[KvWrite]:
+        result = await self._execute(
+            lambda at: Batch(tuple(_batch_write(write, at) for write in writes), at)
+        )
+        return [_write(w.key, r) for w, r in zip(writes, result.writes, strict=True)]
 
     async def lease(self, request: LeaseRequest) -> LeaseState:
         result = await self._execute(_lease_command(request))

@@ -20,6 +20,7 @@ from meshmind.bus import (
     run,
 )
 from meshmind.bus.protocol import (
+    CONSENSUS_BATCH,
     CONSENSUS_CAS,
     CONSENSUS_DELETE,
     CONSENSUS_GET,
@@ -33,6 +34,8 @@ from meshmind.bus.protocol import (
     CONSENSUS_TRANSFER,
     ConsensusRequest,
     ConsensusStatus,
+    KvBatch,
+    KvBatchResult,
     MemberChange,
     TransferRequest,
 )
@@ -111,6 +114,11 @@ class Consensus:
         keyed(CONSENSUS_PUT, lambda r: backend.put(r.key, r.value))
         keyed(CONSENSUS_CAS, backend.cas)
         keyed(CONSENSUS_DELETE, lambda r: backend.delete(r.key))
+
+        async def batch(request: KvBatch) -> KvBatchResult:
+            return KvBatchResult(writes=await backend.batch(request.writes))
+
+        keyed(CONSENSUS_BATCH, batch)
         keyed(CONSENSUS_LEASE, backend.lease)
         keyed(CONSENSUS_PROPOSE, backend.propose)
         keyed(CONSENSUS_LOG, backend.decisions)
