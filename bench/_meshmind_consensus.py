@@ -28,7 +28,7 @@ REQUEST_TIMEOUT_S = 10.0
 SWEEP_WRITES = 400
 BATCHED_WRITERS = 512
 """Writers at once sharing one batching writer (PySyncObj's are all of its writes)."""
-BATCHED_WRITES_PER_SINGLE = 5
+BATCHED_WRITES_PER_SINGLE = 20
 """The batched runs make this many times the writes of a single-request run (they are
 faster, and a run must outlast its start)."""
 RECOVER_WITHIN_S = 60.0

@@ -29,7 +29,7 @@ from tests.kit.linearizability import Operation, OperationKind, check
 
 NODES = node_names(5)
 KEYS = ("x", "y", "z")
-RUN_S = 45.0
+RUN_S = 35.0
 CLIENTS = 6
 
 
