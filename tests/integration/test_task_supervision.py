@@ -10,7 +10,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-import meshmind.bus._runtime
+import meshmind.bus._supervision
 from meshmind.bus import (
     Bus,
     BusError,
@@ -88,7 +88,7 @@ async def test_a_failing_task_is_logged_counted_and_started_again(
         healthy.set()
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(meshmind.bus._runtime, "_log", structlog.get_logger("supervision"))
+    monkeypatch.setattr(meshmind.bus._supervision, "_log", structlog.get_logger("supervision"))
     before = task_restarts().get("flaky-test", 0)
     with capture_logs() as logs:
         task = background(flaky, "flaky-test")

@@ -36,9 +36,10 @@ from meshmind.bus._jetstream import (
 )
 from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._message import Empty, Message, Record
-from meshmind.bus._runtime import RestartBackoff, background, run, serve, task_restarts
+from meshmind.bus._runtime import run, serve
 from meshmind.bus._service import ServiceKit
 from meshmind.bus._settings import BusSettings, CommaList, check_node_id
+from meshmind.bus._supervision import RestartBackoff, background, task_restarts
 from meshmind.bus._tracing import (
     configure_tracing,
     console_exporter,

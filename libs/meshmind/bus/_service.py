@@ -22,6 +22,7 @@ from meshmind.bus._contract import EndpointSpec, EventSpec
 from meshmind.bus._errors import ServiceError
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
+from meshmind.bus._supervision import task_restarts
 from meshmind.bus._tracing import activated, extract, message_attributes, tracer
 
 M = TypeVar("M", bound=Message)
@@ -224,8 +225,6 @@ class ServiceKit:
         return dropped
 
     def _stats(self, endpoint: EndpointStats) -> dict[str, Any]:
-        from meshmind.bus._runtime import task_restarts
-
         return {
             "invalid_requests": self.invalid_requests[endpoint.name],
             "dropped_messages": self.dropped_messages,
