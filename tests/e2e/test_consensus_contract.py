@@ -13,6 +13,7 @@ from meshmind.bus import Bus, Empty
 from meshmind.bus.protocol import (
     CONSENSUS_BATCH,
     CONSENSUS_CAS,
+    CONSENSUS_COMMITTED,
     CONSENSUS_DELETE,
     CONSENSUS_GET,
     CONSENSUS_LEASE,
@@ -20,6 +21,7 @@ from meshmind.bus.protocol import (
     CONSENSUS_PROPOSE,
     CONSENSUS_PUT,
     CONSENSUS_STATUS,
+    AppliedEntry,
     DecisionProposal,
     DecisionQuery,
     KvBatch,
@@ -34,6 +36,8 @@ from meshmind.bus.protocol import (
 from meshmind.consensus import BatchingWriter
 from meshmind.lab import LocalMesh, node_names
 from tests.kit.consensus import ask, connect, consensus_lab, wait_for_leader
+from tests.kit.recorder import Recorder
+from tests.kit.waiting import eventually
 
 NODES = node_names(3)
 pytestmark = pytest.mark.asyncio(loop_scope="class")
@@ -141,6 +145,29 @@ class TestConsensusContract:
         assert outcomes[2].revision > outcomes[0].revision
         read = await ask(buses["n3"], CONSENSUS_GET, KvKey(key="batch/a"))
         assert (read.value, read.revision) == ("3", outcomes[-1].revision)
+
+    async def test_a_batch_is_one_entry_and_an_applied_event_per_write(
+        self, lab: tuple[LocalMesh, dict[str, Bus]]
+    ) -> None:
+        _, buses = lab
+        status = await ask(buses["n1"], CONSENSUS_STATUS, Empty())
+        if status.backend != "raft":
+            pytest.skip("only the raft backend applies entries and publishes them")
+        applied = await Recorder.start(buses["n3"], CONSENSUS_COMMITTED, node="n3")
+        await asyncio.sleep(0.2)  # the subscription reaches the hub
+        writes = [
+            KvBatchWrite(op="put", key="events/a", value="1"),
+            KvBatchWrite(op="cas", key="events/a", value="2", expected="wrong"),
+            KvBatchWrite(op="delete", key="events/a"),
+        ]
+        await ask(buses["n1"], CONSENSUS_BATCH, KvBatch(writes=writes))
+
+        def events() -> list[AppliedEntry]:
+            return [e for _, c in applied.events for e in c.entries if e.key == "events/a"]
+
+        await eventually(lambda: len(events()) == 3, within=10)
+        assert [(e.op, e.ok) for e in events()] == [("put", True), ("cas", False), ("delete", True)]
+        assert len({e.index for e in events()}) == 1
 
     async def test_concurrent_writes_share_batch_requests_each_acknowledged(
         self, lab: tuple[LocalMesh, dict[str, Bus]]

@@ -35,7 +35,6 @@ from meshmind.consensus._backend import BackendName, Unavailable
 from meshmind.consensus._balancer import Balancer, Transfer, candidates
 from meshmind.consensus._commands import (
     AppendDecision,
-    BadCommand,
     Batch,
     Cas,
     CasAppend,
@@ -84,6 +83,27 @@ _OPS = {
     Tick: "tick",
     Batch: "batch",
 }
+
+
+class _DecodedOnce:
+    """The store as the driver applies it: each entry's command is decoded once, and the
+    last one kept for the applied-entry events, which the driver raises right after."""
+
+    def __init__(self, state: StoreState) -> None:
+        self.state = state
+        self.last: Command | None = None
+
+    def apply_bytes(self, data: bytes) -> Result:
+        self.last = None
+        command = decode_command(data)
+        self.last = command
+        return self.state.apply(command)
+
+    def snapshot(self) -> bytes:
+        return self.state.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.state.restore(data)
 
 
 def _applied(entry: Entry, command: Command, result: Any) -> AppliedEntry:
@@ -135,6 +155,7 @@ class RaftBackend(StateBackend):
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
         self._applied: list[AppliedEntry] = []
+        self._decoded = _DecodedOnce(self.state)
 
     async def start(self) -> None:
         """Open the log, join the group, start the loop, the clock and the event feed."""
@@ -147,7 +168,7 @@ class RaftBackend(StateBackend):
             self.node,
             voters,
             storage,
-            self.state,
+            self._decoded,
             self._send,
             DriverSettings(
                 tick_s=self.settings.tick_s,
@@ -294,10 +315,7 @@ class RaftBackend(StateBackend):
     def _record_applied(self, entry: Entry, result: Any) -> None:
         """One event per entry; a batch's, one per write."""
         op = {EntryKind.CONFIG: "config", EntryKind.NOOP: "noop"}.get(entry.kind, "command")
-        command: Command | None = None
-        if entry.kind is EntryKind.NORMAL:
-            with contextlib.suppress(BadCommand):
-                command = decode_command(entry.data)
+        command = self._decoded.last if entry.kind is EntryKind.NORMAL else None
         if isinstance(command, Batch) and isinstance(result, Result):
             for write, outcome in zip(command.writes, result.writes, strict=True):
                 self._applied.append(_applied(entry, write, outcome))
