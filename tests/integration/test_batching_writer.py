@@ -22,19 +22,27 @@ from tests.kit.waiting import eventually
 class BatchEndpoint:
     """n1's batch endpoint over an in-process store; records each request's size."""
 
-    def __init__(self, fail_with: int | None = None) -> None:
+    def __init__(self, fail_with: int | None = None, delay_s: float = 0.0) -> None:
         self.store = LocalStore("n1")
         self.sizes: list[int] = []
+        self.spans: list[tuple[set[str], float, float]] = []
+        """Each request's keys, and when it came and was answered."""
         self.fail_with = fail_with
+        self.delay_s = delay_s
 
     async def serve(self, bus: Bus) -> None:
         kit = ServiceKit(bus, CONSENSUS_SERVICE, "1.0.0")
+        loop = asyncio.get_running_loop()
 
         async def batch(request: KvBatch) -> KvBatchResult:
+            came = loop.time()
             self.sizes.append(len(request.writes))
             if self.fail_with is not None:
                 raise ServiceError(self.fail_with, "no leader")
-            return KvBatchResult(writes=await self.store.batch(request.writes))
+            await asyncio.sleep(self.delay_s)
+            result = KvBatchResult(writes=await self.store.batch(request.writes))
+            self.spans.append(({w.key for w in request.writes}, came, loop.time()))
+            return result
 
         kit.endpoint(CONSENSUS_BATCH, batch, node="n1")
         await kit.start()
@@ -75,6 +83,35 @@ async def test_writes_made_at_once_share_requests_and_keep_each_keys_order(
     assert len(endpoint.sizes) == writer.requests < 10
     assert (await endpoint.store.get("counter")).value == "49"
     assert (await endpoint.store.get("k599")).value == "599"
+
+
+async def test_a_write_waits_while_a_batch_with_its_key_is_out(connect: Connect) -> None:
+    endpoint = BatchEndpoint(delay_s=0.2)
+    await endpoint.serve(await connect("n1"))
+    endpoint.spans.clear()
+    writer = BatchingWriter(await connect("n2"), node="n1", in_flight=2)
+    try:
+        first = asyncio.ensure_future(writer.put("k", "0"))
+        await asyncio.sleep(0.05)  # out, and a request slot still free
+        rest = await asyncio.gather(writer.put("k", "1"), writer.put("other", "x"))
+        assert (await first).ok
+        assert all(o.ok for o in rest)
+    finally:
+        await writer.close()
+    with_k = sorted((came, answered) for keys, came, answered in endpoint.spans if "k" in keys)
+    assert len(with_k) == 2
+    assert with_k[1][0] >= with_k[0][1]  # the second came only once the first was answered
+    other = [came for keys, came, _ in endpoint.spans if keys == {"other"}]
+    assert other
+    assert other[0] < with_k[0][1]
+    assert (await endpoint.store.get("k")).value == "1"
+
+
+async def test_a_closed_writer_refuses_writes(connect: Connect) -> None:
+    writer = BatchingWriter(await connect("n2"), node="n1")
+    await writer.close()
+    with pytest.raises(ConnectionError, match="closed"):
+        await writer.put("k", "v")
 
 
 async def test_a_lone_write_goes_at_once_in_a_request_of_its_own(connect: Connect) -> None:
@@ -125,7 +162,7 @@ async def test_writes_to_a_host_nobody_serves_fail_with_no_responders(connect: C
     finally:
         await writer.close()
     assert all(isinstance(o, NoResponders) for o in outcomes)
-    assert writer.requests <= 2
+    assert writer.requests <= 3  # two go at once, the other three share a request
 
 
 async def test_a_writer_needs_a_request_in_flight(connect: Connect) -> None:

@@ -14,10 +14,12 @@ from meshmind.bus.protocol import (
     DecisionQuery,
     KvBatchWrite,
     KvCas,
+    KvWrite,
     LeaseAction,
     LeaseRequest,
 )
 from meshmind.consensus._backend import ConsensusBackend, NotSupported
+from meshmind.consensus._batch_reply import batch_reply
 from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
@@ -319,6 +321,8 @@ def test_commands_round_trip_through_their_encoding() -> None:
         msgpack.packb({"v": 1, "op": "put", "key": 5, "value": b"", "at": 1}),
         msgpack.packb({"v": 1, "op": "tick", "at": True}),
         msgpack.packb({"v": 1, "op": "tick", "at": 1, "holder": "n1"}),
+        msgpack.packb({"v": 1, "op": ["put"], "key": "k", "value": b"", "at": 1}),
+        msgpack.packb({"v": 1, "op": "batch", "at": 1, "writes": [{"op": {}, "at": 1}]}),
         msgpack.packb({"v": 1, "op": "batch", "at": 1}),
         msgpack.packb({"v": 1, "op": "batch", "at": 1, "writes": [1]}),
         msgpack.packb({"v": 1, "op": "batch", "at": 1, "writes": [], "key": "k"}),
@@ -546,3 +550,17 @@ async def test_a_batch_through_the_backend_interface_answers_each_write() -> Non
 def test_a_batch_write_carries_what_its_op_needs_and_no_more(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"a put or cas carries a value|only a cas expects"):
         KvBatchWrite(**fields)
+
+
+def test_a_batch_reply_leaves_out_values_past_its_budget() -> None:
+    outcomes = [KvWrite(key=f"k{n}", ok=False, revision=n + 1, value="v" * 400) for n in range(5)]
+    reply = batch_reply([KvWrite(key="gone", ok=True, revision=0), *outcomes], budget=1000)
+    assert [(w.value is not None, w.value_omitted) for w in reply.writes] == [
+        (False, False),
+        (True, False),
+        (True, False),
+        (False, True),
+        (False, True),
+        (False, True),
+    ]
+    assert [w.revision for w in reply.writes[1:]] == [1, 2, 3, 4, 5]

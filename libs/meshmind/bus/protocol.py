@@ -548,6 +548,11 @@ class KvWrite(Message):
         description="With a cas's `log_record`: the log position of the record under its "
         "`log_key`, this write's or an earlier one's; null when the log holds none.",
     )
+    value_omitted: bool = Field(
+        default=False,
+        description="In a batch's reply: `value` was left out to keep the reply within the "
+        "bus's payload (read the key for it).",
+    )
 
 
 KvWriteOp = Literal["put", "cas", "delete"]
@@ -582,8 +587,13 @@ class KvBatch(ConsensusRequest):
     writes: list[KvBatchWrite] = Field(min_length=1, max_length=MAX_BATCH_WRITES)
 
 
+MAX_BATCH_REPLY_VALUE_BYTES = 256 * 1024
+"""The most value bytes a batch's reply carries; values past it are left out."""
+
+
 class KvBatchResult(Message):
-    """Each write's outcome, in the order of the request."""
+    """Each write's outcome, in the order of the request; past
+    :data:`MAX_BATCH_REPLY_VALUE_BYTES` of values, an outcome's value is left out."""
 
     writes: list[KvWrite]
 

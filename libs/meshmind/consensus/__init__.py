@@ -1,6 +1,7 @@
 """Consensus: the replicated decision log and key-value store, over Raft or JetStream."""
 
 from meshmind.consensus._backend import BackendName, ConsensusBackend, NotSupported, Unavailable
+from meshmind.consensus._batch_reply import batch_reply
 from meshmind.consensus._commands import (
     AppendDecision,
     BadCommand,
@@ -57,6 +58,7 @@ __all__ = [
     "Unavailable",
     "VersionedValue",
     "WireError",
+    "batch_reply",
     "decode_command",
     "decode_message",
     "encode_command",

@@ -199,7 +199,8 @@ def _decode_batch(raw: dict[str, Any]) -> Batch:
 
 
 def _decode_fields(raw: dict[str, Any], ops: dict[str, type[Command]]) -> Command:
-    kind = ops.get(raw.pop("op", None))
+    op = raw.pop("op", None)
+    kind = ops.get(op) if isinstance(op, str) else None
     if kind is None:
         raise BadCommand("unknown command")
     if kind is Batch:

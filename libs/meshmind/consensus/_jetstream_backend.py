@@ -223,8 +223,15 @@ class JetStreamBackend:
             for index in indexes:
                 outcomes[index] = await self._batch_write(writes[index])
 
-        await asyncio.gather(*(in_turn(indexes) for indexes in by_key.values()))
-        return [outcome for outcome in outcomes if outcome is not None]
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure stops the other keys' writes
+                for indexes in by_key.values():
+                    group.create_task(in_turn(indexes))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        answered = [outcome for outcome in outcomes if outcome is not None]
+        assert len(answered) == len(writes)
+        return answered
 
     async def _batch_write(self, write: KvBatchWrite) -> KvWrite:
         if write.op == "delete":

@@ -64,6 +64,8 @@ _MEMBER_KINDS = {
 }
 PUBLISH_EVERY_S = 0.05
 """How often applied entries are published, batched."""
+PUBLISH_ENTRIES = 500
+"""The most applied entries one event carries."""
 BALANCE_READ_S = 5.0
 """How long the balancer waits for discovery's peers and for the links bucket."""
 BALANCE_COMMIT_S = 30.0
@@ -326,16 +328,18 @@ class RaftBackend(StateBackend):
             self._applied.append(AppliedEntry(index=entry.index, term=entry.term, op=op, ok=ok))
 
     async def _publish_applied(self) -> None:
+        """Every ``PUBLISH_EVERY_S``, all that was applied meanwhile, in events of at most
+        ``PUBLISH_ENTRIES`` entries (a batch applies hundreds of writes at once)."""
         while True:
             await asyncio.sleep(PUBLISH_EVERY_S)
-            if not self._applied:
-                continue
-            entries, self._applied = self._applied[:500], self._applied[500:]
-            event = CommittedEntries(node=self.node, entries=entries)
-            try:
-                await self._bus.publish(CONSENSUS_COMMITTED, event, node=self.node)
-            except BusError as error:
-                _log.debug("raft.committed_publish_failed", error=str(error))
+            pending, self._applied = self._applied, []
+            for start in range(0, len(pending), PUBLISH_ENTRIES):
+                entries = pending[start : start + PUBLISH_ENTRIES]
+                event = CommittedEntries(node=self.node, entries=entries)
+                try:
+                    await self._bus.publish(CONSENSUS_COMMITTED, event, node=self.node)
+                except BusError as error:
+                    _log.debug("raft.committed_publish_failed", error=str(error))
 
     # ---- keys, leases and decisions: commands stamped with this leader's clock
 

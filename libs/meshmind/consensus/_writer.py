@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 
 from meshmind.bus import Bus
 from meshmind.bus.protocol import (
@@ -25,6 +25,9 @@ def write_bytes(write: KvBatchWrite) -> int:
     return WRITE_OVERHEAD_BYTES + sum(len(text.encode()) for text in texts)
 
 
+Pending = tuple[KvBatchWrite, "asyncio.Future[KvWrite]"]
+
+
 class BatchingWriter:
     """Puts, cases and deletes through one host's consensus service, each acknowledged on its
     own, sent as batch requests.
@@ -33,8 +36,8 @@ class BatchingWriter:
     together in the next request (up to :data:`MAX_BATCH_WRITES`, and within the endpoint's
     request size), so one writer alone pays one request per write and many writers share
     requests, as a database's group commit does. Writes to one key take effect in the order
-    they were made. A batch that fails fails each of its writes with the same error, which,
-    as for a single request, leaves their outcome unknown.
+    they were made: a write waits while a batch with its key is out. A batch that fails fails
+    each of its writes, which, as for a single request, leaves their outcome unknown.
     """
 
     def __init__(
@@ -50,11 +53,13 @@ class BatchingWriter:
             raise ValueError("in_flight must be at least 1")
         self._bus = bus
         self._node = node or bus.node_id
+        self._in_flight = in_flight
         self._timeout = timeout
         self._max_request_bytes = max_request_bytes
-        self._queue: list[tuple[KvBatchWrite, asyncio.Future[KvWrite]]] = []
-        self._slots = asyncio.Semaphore(in_flight)
+        self._queue: list[Pending] = []
+        self._keys_out: set[str] = set()
         self._sending: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.requests = 0
         """Batch requests sent so far."""
 
@@ -82,48 +87,66 @@ class BatchingWriter:
         return await self.write(KvBatchWrite(op="delete", key=key))
 
     async def write(self, write: KvBatchWrite) -> KvWrite:
-        """Send ``write`` with the next batch; its outcome."""
+        """Send ``write`` with the next batch that may carry it; its outcome."""
+        if self._closed:
+            raise ConnectionError("the batching writer is closed")
         done: asyncio.Future[KvWrite] = asyncio.get_running_loop().create_future()
         self._queue.append((write, done))
-        if len(self._queue) == 1:
-            task = asyncio.create_task(self._send_when_free())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        self._pump()
         return await done
 
     async def close(self) -> None:
-        """Stop sending; writes not yet acknowledged fail."""
-        for task in list(self._sending):
-            task.cancel()
-        for task in list(self._sending):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        _fail(self._queue, ConnectionError("the batching writer was closed"))
+        """Stop sending; writes not yet acknowledged fail, and later ones are refused."""
+        self._closed = True
+        while self._sending:
+            for task in list(self._sending):
+                task.cancel()
+            await asyncio.gather(*self._sending, return_exceptions=True)
+        _fail(self._queue, "the batching writer was closed")
         self._queue.clear()
 
-    async def _send_when_free(self) -> None:
-        async with self._slots:
+    def _pump(self) -> None:
+        """Send batches while fewer than ``in_flight`` are out and some write may go."""
+        while not self._closed and len(self._sending) < self._in_flight:
             taken = self._take()
-            if not taken:  # an earlier sender took these writes
+            if not taken:
                 return
-            if self._queue:  # more than one request's worth: the rest go next
-                task = asyncio.create_task(self._send_when_free())
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
-            await self._send(taken)
+            keys = {write.key for write, _ in taken}
+            self._keys_out |= keys
+            task = asyncio.create_task(self._send(taken))
+            self._sending.add(task)
+            task.add_done_callback(functools.partial(self._sent, keys))
 
-    def _take(self) -> list[tuple[KvBatchWrite, asyncio.Future[KvWrite]]]:
+    def _sent(self, keys: set[str], task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._keys_out -= keys
+        self._pump()
+
+    def _take(self) -> list[Pending]:
+        """The next batch: waiting writes in order, but none whose key is out (nor any later
+        write of that key), within the request's count and size."""
+        taken: list[Pending] = []
+        kept: list[Pending] = []
+        held: set[str] = set()
         size = 0
-        count = 0
-        for write, _ in self._queue[:MAX_BATCH_WRITES]:
+        for pending in self._queue:
+            write, done = pending
+            if done.done():  # its caller gave up before it was sent
+                continue
+            if write.key in self._keys_out or write.key in held:
+                held.add(write.key)
+                kept.append(pending)
+                continue
             size += write_bytes(write)
-            if count and size > self._max_request_bytes:
-                break
-            count += 1
-        taken, self._queue = self._queue[:count], self._queue[count:]
+            if len(taken) == MAX_BATCH_WRITES or (taken and size > self._max_request_bytes):
+                held.add(write.key)
+                kept.append(pending)
+                continue
+            taken.append(pending)
+        self._queue = kept
         return taken
 
-    async def _send(self, taken: list[tuple[KvBatchWrite, asyncio.Future[KvWrite]]]) -> None:
+    async def _send(self, taken: list[Pending]) -> None:
         self.requests += 1
         request = KvBatch(writes=[write for write, _ in taken])
         try:
@@ -133,7 +156,7 @@ class BatchingWriter:
             if len(reply.writes) != len(taken):
                 raise ValueError(f"{len(reply.writes)} outcomes for {len(taken)} writes")
         except asyncio.CancelledError:
-            _fail(taken, ConnectionError("the batching writer was closed"))
+            _fail(taken, "the batching writer was closed")
             raise
         except Exception as error:
             _fail(taken, error)
@@ -143,7 +166,8 @@ class BatchingWriter:
                 done.set_result(outcome)
 
 
-def _fail(taken: list[tuple[KvBatchWrite, asyncio.Future[KvWrite]]], error: Exception) -> None:
+def _fail(taken: list[Pending], error: Exception | str) -> None:
+    """Fail each write (a closed writer's with a ConnectionError saying ``error``)."""
     for _, done in taken:
         if not done.done():
-            done.set_exception(error)
+            done.set_exception(ConnectionError(error) if isinstance(error, str) else error)

@@ -45,6 +45,7 @@ from meshmind.consensus import (
     RaftBackend,
     RaftBackendSettings,
     Unavailable,
+    batch_reply,
 )
 from meshmind.raft import NotLeader, RaftError
 from meshmind_consensus._config import ConsensusSettings
@@ -116,7 +117,7 @@ class Consensus:
         keyed(CONSENSUS_DELETE, lambda r: backend.delete(r.key))
 
         async def batch(request: KvBatch) -> KvBatchResult:
-            return KvBatchResult(writes=await backend.batch(request.writes))
+            return batch_reply(await backend.batch(request.writes))
 
         keyed(CONSENSUS_BATCH, batch)
         keyed(CONSENSUS_LEASE, backend.lease)
