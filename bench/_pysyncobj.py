@@ -187,7 +187,15 @@ async def measure(
     figures = PySyncObjFigures()
     for mode in ("nobatch", "batch"):
         async with pysyncobj_cluster(run_dir / f"{size}-{mode}", size, mode) as client:
-            await asyncio.to_thread(sync_latencies_ms, client.store, WARMUP, "warm")
+            for attempt in range(ATTEMPTS):
+                try:
+                    await asyncio.to_thread(sync_latencies_ms, client.store, WARMUP, f"w{attempt}/")
+                    break
+                except WriteFailed as error:
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    figures.retried.append(f"{size} nodes, {mode}, warming up: {error}")
+                    await client.ready()
             for index in range(repeats):
                 for attempt in range(ATTEMPTS):
                     try:
