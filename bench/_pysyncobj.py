@@ -9,7 +9,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -187,33 +187,43 @@ async def measure(
     figures = PySyncObjFigures()
     for mode in ("nobatch", "batch"):
         async with pysyncobj_cluster(run_dir / f"{size}-{mode}", size, mode) as client:
-            for attempt in range(ATTEMPTS):
-                try:
-                    await asyncio.to_thread(sync_latencies_ms, client.store, WARMUP, f"w{attempt}/")
-                    break
-                except WriteFailed as error:
-                    if attempt == ATTEMPTS - 1:
-                        raise
-                    figures.retried.append(f"{size} nodes, {mode}, warming up: {error}")
-                    await client.ready()
+
+            async def warm_up(attempt: int, client: Client = client) -> None:
+                await asyncio.to_thread(sync_latencies_ms, client.store, WARMUP, f"w{attempt}/")
+
+            label = f"{size} nodes, {mode}"
+            await retried(client, figures, f"{label}, warming up", warm_up)
             for index in range(repeats):
-                for attempt in range(ATTEMPTS):
-                    try:
-                        await one_repetition(
-                            client,
-                            mode,
-                            figures,
-                            f"{index}.{attempt}/",
-                            samples=samples,
-                            writes=writes,
-                        )
-                        break
-                    except WriteFailed as error:
-                        if attempt == ATTEMPTS - 1:
-                            raise
-                        figures.retried.append(f"{size} nodes, {mode}: {error}")
-                        await client.ready()
+
+                async def repetition(
+                    attempt: int, client: Client = client, mode: Mode = mode, index: int = index
+                ) -> None:
+                    prefix = f"{index}.{attempt}/"
+                    await one_repetition(
+                        client, mode, figures, prefix, samples=samples, writes=writes
+                    )
+
+                await retried(client, figures, label, repetition)
     return figures
+
+
+async def retried(
+    client: Client,
+    figures: PySyncObjFigures,
+    label: str,
+    attempt: Callable[[int], Awaitable[None]],
+) -> None:
+    """``attempt(n)`` until one has no failed write, ``ATTEMPTS`` times at most; each failure
+    is noted in ``figures.retried`` and the cluster given time to have a leader again."""
+    for n in range(ATTEMPTS):
+        try:
+            await attempt(n)
+            return
+        except WriteFailed as error:
+            if n == ATTEMPTS - 1:
+                raise
+            figures.retried.append(f"{label}: {error}")
+            await client.ready()
 
 
 async def one_repetition(
