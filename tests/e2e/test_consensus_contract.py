@@ -32,6 +32,7 @@ from meshmind.bus.protocol import (
     LeaseAction,
     LeaseRequest,
     LeaseState,
+    LinkShape,
 )
 from meshmind.consensus import BatchingWriter
 from meshmind.lab import LocalMesh, node_names
@@ -59,7 +60,8 @@ async def lab(
     async with consensus_lab(run_dir, NODES, backend) as mesh:
         buses = {node: await connect(mesh, node) for node in NODES}
         try:
-            await wait_for_leader(buses["n1"])
+            for bus in buses.values():  # every host's service serves, and knows a leader
+                await wait_for_leader(bus)
             yield mesh, buses
         finally:
             for bus in buses.values():
@@ -187,6 +189,26 @@ class TestConsensusContract:
             *(ask(buses["n1"], CONSENSUS_GET, KvKey(key=f"shared/{n}")) for n in range(200))
         )
         assert [r.value for r in reads] == ["again", *(str(n) for n in range(1, 200))]
+
+    async def test_batched_writes_over_a_slow_stalling_link_are_each_answered_in_order(
+        self, lab: tuple[LocalMesh, dict[str, Bus]]
+    ) -> None:
+        mesh, buses = lab
+        mesh.host("n3").link.set_shape(LinkShape(delay_ms=250, stall_pct=5))
+        writer = BatchingWriter(buses["n3"], timeout=20)
+        try:
+            outcomes = await asyncio.gather(
+                *(writer.put(f"slow/{n % 20}", str(n)) for n in range(300))
+            )
+        finally:
+            await writer.close()
+            mesh.host("n3").link.set_shape(LinkShape())
+        assert all(o.ok for o in outcomes)
+        assert writer.requests <= 40  # 300 writes to 20 keys, each key's in turn
+        reads = await asyncio.gather(
+            *(ask(buses["n1"], CONSENSUS_GET, KvKey(key=f"slow/{k}")) for k in range(20))
+        )
+        assert [r.value for r in reads] == [str(280 + k) for k in range(20)]  # each key's last
 
     async def test_a_lease_is_held_renewed_and_released_by_its_holder_only(
         self, lab: tuple[LocalMesh, dict[str, Bus]]
