@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+import meshmind.ctl._creds as creds
 from meshmind.bus import (
     Bus,
     BusError,
@@ -42,7 +43,6 @@ from meshmind.bus.protocol import (
     PeerList,
     PeerQuery,
 )
-from meshmind.ctl import _creds as creds
 from meshmind.ctl._consensus import consensus_app, kv_app
 from meshmind.ctl._decision import add_decision_commands
 from meshmind.ctl._demo import run_demo
