@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -18,6 +19,7 @@ from pathlib import Path
 import flwr
 from tests.kit.fl import (
     TRAINER,
+    fedavg_accuracies,
     fedavg_in_process,
     fl_lab,
     start_job,
@@ -29,6 +31,7 @@ from tests.kit.waiting import eventually
 
 from bench._cpu import by_program, cpu_used_since, tree_cpu_by_program
 from bench._report import Metric, Report, percentile
+from bench._virtual_fl import Job, Timing, median_ratio, slow_pairs
 from meshmind.bus import Bus, BusSettings, configure_logging
 from meshmind.bus.protocol import (
     FL_METRICS,
@@ -74,6 +77,7 @@ SLOW_SHAPE = LinkShape(delay_ms=400)
 BUFFERED_VERSIONS = 3 * ROUNDS
 """A buffered version holds 3 updates where a synchronous round holds 5: more of them."""
 MAX_STALENESS = 20
+BUFFER_SIZE = 3
 PUT_GETS = 60
 REST_S = 5.0
 """How long the lab's CPU use is measured with no job."""
@@ -112,7 +116,7 @@ def link_aware_spec(job_id: str, label_skew: float | None) -> FlJobSpec:
             "rounds": BUFFERED_VERSIONS,
             "weighting": "link",
             "mode": "buffered",
-            "buffer_size": 3,
+            "buffer_size": BUFFER_SIZE,
             "max_staleness": MAX_STALENESS,
             "remember": True,
             "deadline_s": 30.0,
@@ -405,6 +409,7 @@ async def run() -> Report:
         Metric("object_store_put_p95_ms", percentile(store.puts, 95), "ms"),
         Metric("object_store_get_p95_ms", percentile(store.gets, 95), "ms"),
         *(m for skew, waiting, aware in compared for m in link_aware_metrics(skew, waiting, aware)),
+        *(slow_pairs_metric(skew, waiting, aware) for skew, waiting, aware in compared),
         Metric(
             "fedavg_fast_hosts_only_accuracy",
             fast_only,
@@ -480,3 +485,57 @@ def link_aware_metrics(skew: Skew, waiting: FlJobStatus, link_aware: FlJobStatus
             f"{slow}; {shares}",
         ),
     ]
+
+
+def slow_pairs_metric(skew: Skew, waiting: FlJobStatus, link_aware: FlJobStatus) -> Metric:
+    """How many of the 10 pairs of slow hosts the link-aware targets hold for, replayed in
+    process on a virtual clock with the timings these two lab jobs measured."""
+    versions = link_aware.history
+    timing = Timing(
+        fast_cycle_s=statistics.median(b.at - a.at for a, b in itertools.pairwise(versions)),
+        slow_cycle_s=statistics.median(m.wall_s for m in waiting.history[1:]),
+        slow_link_quality=statistics.median(
+            m.link_quality[node] for m in versions for node in SLOW if node in m.link_quality
+        ),
+    )
+    sync = fedavg_accuracies(
+        range(len(NODES)),
+        len(NODES),
+        rounds=ROUNDS,
+        epochs=EPOCHS,
+        lr=LR,
+        seed=SEED,
+        label_skew=skew.label_skew,
+    )
+    sync_round = next((i for i, accuracy in enumerate(sync) if accuracy >= skew.target), None)
+    if sync_round is None:
+        raise RuntimeError(f"synchronous FedAvg never reaches {skew.target} in process")
+    sync_s = sync_round * timing.slow_cycle_s
+    job = Job(
+        hosts=len(NODES),
+        epochs=EPOCHS,
+        lr=LR,
+        seed=SEED,
+        label_skew=skew.label_skew,
+        versions=BUFFERED_VERSIONS,
+        buffer_size=BUFFER_SIZE,
+        max_staleness=MAX_STALENESS,
+    )
+    outcomes = slow_pairs(timing, job, skew.target)
+    met = [o for o in outcomes if o.ratio(sync_s) <= 0.6 and o.final_accuracy >= sync[-1] - 0.01]
+    each = ", ".join(
+        f"{'+'.join(NODES[i] for i in o.slow)} {o.ratio(sync_s):.2f}/{o.final_accuracy:.3f}"
+        for o in outcomes
+    )
+    return Metric(
+        f"link_aware_slow_pairs_met{skew.suffix}",
+        len(met),
+        "pairs",
+        note=f"of {len(outcomes)} pairs of slow hosts, those where the link-aware job reaches "
+        f"{skew.target} in at most 0.6 of synchronous FedAvg's time ({sync_s:.2f} s) and ends "
+        f"within 0.01 of its {sync[-1]:.3f}; replayed in process on a virtual clock (fast "
+        f"trainer cycle {timing.fast_cycle_s:.3f} s, slow {timing.slow_cycle_s:.3f} s, slow "
+        f"link quality {timing.slow_link_quality:.2f}, as the lab jobs measured); median "
+        f"time ratio {median_ratio(outcomes, sync_s):.2f}; each pair's time ratio/final "
+        f"accuracy (inf: never reached): {each}",
+    )

@@ -157,8 +157,24 @@ def fedavg_in_process(
 ) -> float:
     """Digits FedAvg over the hosts holding ``shares`` (of ``hosts``), computed here with no
     mesh: the test accuracy of the global adapter after ``rounds``."""
-    sessions = [TaskSession("digits", seed, HostData(i, hosts)) for i in shares]
+    return fedavg_accuracies(shares, hosts, rounds=rounds, epochs=epochs, lr=lr, seed=seed)[-1]
+
+
+def fedavg_accuracies(
+    shares: Sequence[int],
+    hosts: int,
+    *,
+    rounds: int,
+    epochs: int,
+    lr: float,
+    seed: int = 0,
+    label_skew: float | None = None,
+) -> list[float]:
+    """Like :func:`fedavg_in_process`: the test accuracy of the initial global adapter, then
+    of each round's."""
+    sessions = [TaskSession("digits", seed, HostData(i, hosts), label_skew) for i in shares]
     params = sessions[0].initial
+    accuracies = [sessions[0].evaluate(params)["accuracy"]]
     for _ in range(rounds):
         received = []
         for i, session in zip(shares, sessions, strict=True):
@@ -167,4 +183,5 @@ def fedavg_in_process(
         params = aggregate_round(
             make_strategy("fedavg"), params, received, link_weighting=False, max_update_norm=20.0
         ).params
-    return sessions[0].evaluate(params)["accuracy"]
+        accuracies.append(sessions[0].evaluate(params)["accuracy"])
+    return accuracies
