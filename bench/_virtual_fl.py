@@ -13,8 +13,16 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from meshmind.bus.protocol import FlJobSpec
 from meshmind.federation import HostData
-from meshmind.fl import Contribution, FedBuff, Params, TaskSession, UpdateRejected
+from meshmind.fl import (
+    Contribution,
+    FedBuff,
+    Params,
+    TaskSession,
+    UpdateRejected,
+    make_strategy,
+)
 
 
 @dataclass(frozen=True)
@@ -25,21 +33,6 @@ class Timing:
     fast_cycle_s: float
     slow_cycle_s: float
     slow_link_quality: float
-
-
-@dataclass(frozen=True)
-class Job:
-    """The link-aware job: its task settings, as every host trains them, and its job."""
-
-    hosts: int
-    epochs: int
-    lr: float
-    seed: int
-    label_skew: float | None
-    versions: int
-    buffer_size: int
-    max_staleness: int
-    max_update_norm: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -59,17 +52,20 @@ def buffered_timeline(
     sessions: Sequence[TaskSession],
     slow: set[int],
     timing: Timing,
-    job: Job,
+    spec: FlJobSpec,
 ) -> list[tuple[float, float]]:
-    """(seconds, accuracy) of each global version of a buffered, link-weighted job with
-    ``remember``: trainers get the newest version when idle, and one whose update waits in
-    the buffer waits for the next version, as the coordinator has it."""
+    """(seconds, accuracy) of each global version of the buffered job ``spec`` (which sets
+    its buffer size): trainers get the newest version when idle, and one whose update waits
+    in the buffer waits for the next version, as the coordinator has it."""
+    if spec.buffer_size is None:
+        raise ValueError("the replayed job must set its buffer_size")
     fedbuff = FedBuff(
         sessions[0].initial,
-        buffer_size=job.buffer_size,
-        max_staleness=job.max_staleness,
-        max_update_norm=job.max_update_norm,
-        remember=True,
+        buffer_size=spec.buffer_size,
+        max_staleness=spec.max_staleness,
+        strategy=make_strategy(spec.strategy, spec.proximal_mu),
+        max_update_norm=spec.max_update_norm,
+        remember=spec.remember,
     )
     order = itertools.count()
     arrivals: list[tuple[float, int, int, int, Params]] = []
@@ -82,16 +78,17 @@ def buffered_timeline(
         send(host, 0.0)
     waiting: list[int] = []
     timeline = [(0.0, sessions[0].evaluate(fedbuff.params)["accuracy"])]
-    while fedbuff.version < job.versions:
+    while fedbuff.version < spec.rounds:
         if not arrivals:  # nobody else can fill the buffer: the waiting get the same again
             for host in waiting:
                 send(host, timeline[-1][0])
             waiting.clear()
         now, _, host, base, params = heapq.heappop(arrivals)
         trained, result = sessions[host].train(
-            params, epochs=job.epochs, lr=job.lr, proximal_mu=0.0
+            params, epochs=spec.epochs, lr=spec.lr, proximal_mu=fedbuff.strategy.proximal_mu
         )
-        quality = timing.slow_link_quality if host in slow else 1.0
+        linked = host in slow and spec.weighting == "link"
+        quality = timing.slow_link_quality if linked else 1.0
         try:
             aggregation = fedbuff.submit(
                 Contribution(f"n{host + 1}", trained, result.examples, base, quality)
@@ -113,15 +110,15 @@ def time_to(timeline: Sequence[tuple[float, float]], target: float) -> float | N
     return next((at for at, accuracy in timeline if accuracy >= target), None)
 
 
-def slow_pairs(timing: Timing, job: Job, target: float) -> list[PairOutcome]:
-    """The link-aware job for every pair of slow hosts."""
+def slow_pairs(timing: Timing, spec: FlJobSpec, target: float) -> list[PairOutcome]:
+    """The buffered job ``spec`` on its ``participants`` hosts, for every pair of slow hosts."""
+    hosts = spec.participants
     sessions = [
-        TaskSession("digits", job.seed, HostData(i, job.hosts), job.label_skew)
-        for i in range(job.hosts)
+        TaskSession(spec.task, spec.seed, HostData(i, hosts), spec.label_skew) for i in range(hosts)
     ]
     outcomes = []
-    for pair in itertools.combinations(range(job.hosts), 2):
-        timeline = buffered_timeline(sessions, set(pair), timing, job)
+    for pair in itertools.combinations(range(hosts), 2):
+        timeline = buffered_timeline(sessions, set(pair), timing, spec)
         outcomes.append(PairOutcome(pair, time_to(timeline, target), timeline[-1][1]))
     return outcomes
 

@@ -31,7 +31,8 @@ from tests.kit.waiting import eventually
 
 from bench._cpu import by_program, cpu_used_since, tree_cpu_by_program
 from bench._report import Metric, Report, percentile
-from bench._virtual_fl import Job, Timing, median_ratio, slow_pairs
+from bench._virtual_fl import Timing, median_ratio, slow_pairs
+from bench._virtual_fl import time_to as timeline_time_to
 from meshmind.bus import Bus, BusSettings, configure_logging
 from meshmind.bus.protocol import (
     FL_METRICS,
@@ -77,7 +78,6 @@ SLOW_SHAPE = LinkShape(delay_ms=400)
 BUFFERED_VERSIONS = 3 * ROUNDS
 """A buffered version holds 3 updates where a synchronous round holds 5: more of them."""
 MAX_STALENESS = 20
-BUFFER_SIZE = 3
 PUT_GETS = 60
 REST_S = 5.0
 """How long the lab's CPU use is measured with no job."""
@@ -116,7 +116,7 @@ def link_aware_spec(job_id: str, label_skew: float | None) -> FlJobSpec:
             "rounds": BUFFERED_VERSIONS,
             "weighting": "link",
             "mode": "buffered",
-            "buffer_size": BUFFER_SIZE,
+            "buffer_size": 3,
             "max_staleness": MAX_STALENESS,
             "remember": True,
             "deadline_s": 30.0,
@@ -188,10 +188,8 @@ async def flower_run(run_dir: Path) -> FlowerRun:
 
 def time_to(status: FlJobStatus, target: float) -> float | None:
     """Seconds from the job's start to its first global adapter at ``target`` accuracy."""
-    for metrics in status.history:
-        if metrics.accuracy >= target:
-            return metrics.at - status.started_at
-    return None
+    timeline = [(metrics.at - status.started_at, metrics.accuracy) for metrics in status.history]
+    return timeline_time_to(timeline, target)
 
 
 def job_wall_s(status: FlJobStatus) -> float:
@@ -511,17 +509,7 @@ def slow_pairs_metric(skew: Skew, waiting: FlJobStatus, link_aware: FlJobStatus)
     if sync_round is None:
         raise RuntimeError(f"synchronous FedAvg never reaches {skew.target} in process")
     sync_s = sync_round * timing.slow_cycle_s
-    job = Job(
-        hosts=len(NODES),
-        epochs=EPOCHS,
-        lr=LR,
-        seed=SEED,
-        label_skew=skew.label_skew,
-        versions=BUFFERED_VERSIONS,
-        buffer_size=BUFFER_SIZE,
-        max_staleness=MAX_STALENESS,
-    )
-    outcomes = slow_pairs(timing, job, skew.target)
+    outcomes = slow_pairs(timing, link_aware.spec, skew.target)
     met = [o for o in outcomes if o.ratio(sync_s) <= 0.6 and o.final_accuracy >= sync[-1] - 0.01]
     each = ", ".join(
         f"{'+'.join(NODES[i] for i in o.slow)} {o.ratio(sync_s):.2f}/{o.final_accuracy:.3f}"

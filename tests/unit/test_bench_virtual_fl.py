@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from bench._virtual_fl import Job, PairOutcome, Timing, buffered_timeline, time_to
+from bench._virtual_fl import PairOutcome, Timing, buffered_timeline, time_to
 
+from meshmind.bus.protocol import FlJobSpec
 from meshmind.federation import HostData
 from meshmind.fl import TaskSession
 
 
-def job(versions: int) -> Job:
-    return Job(
-        hosts=5,
+def job(versions: int) -> FlJobSpec:
+    return FlJobSpec(
+        rounds=versions,
         epochs=1,
-        lr=1e-2,
-        seed=0,
-        label_skew=None,
-        versions=versions,
+        weighting="link",
+        mode="buffered",
         buffer_size=3,
         max_staleness=20,
+        remember=True,
     )
 
 
