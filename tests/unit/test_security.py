@@ -13,12 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from meshmind.bus import Contract, Party, subject_matches
+from meshmind.bus import MASK, Contract, Party, redact, redact_event, subject_matches
 from meshmind.bus.protocol import CONTRACT, NodeRef
 from meshmind.lab import ServerPorts, hub_config, nats_server_binary
 from meshmind.lab._nats_config import HubSecurity
 from meshmind.security import (
-    MASK,
     authorization_is_current,
     generate_credentials,
     host_keys_in,
@@ -27,8 +26,6 @@ from meshmind.security import (
     issue_server_cert,
     new_ca,
     new_host_key,
-    redact,
-    redact_event,
 )
 
 REPO = Path(__file__).resolve().parents[2]

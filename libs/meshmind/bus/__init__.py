@@ -36,9 +36,10 @@ from meshmind.bus._jetstream import (
 )
 from meshmind.bus._logging import configure_logging, get_logger
 from meshmind.bus._message import Empty, Message, Record
+from meshmind.bus._redaction import MASK, redact, redact_event
 from meshmind.bus._runtime import run, serve
 from meshmind.bus._service import ServiceKit
-from meshmind.bus._settings import BusSettings, CommaList, check_node_id
+from meshmind.bus._settings import INBOX_PREFIX, BusSettings, CommaList, check_node_id
 from meshmind.bus._supervision import RestartBackoff, background, task_restarts
 from meshmind.bus._tracing import (
     configure_tracing,
@@ -50,6 +51,8 @@ from meshmind.bus._tracing import (
 )
 
 __all__ = [
+    "INBOX_PREFIX",
+    "MASK",
     "BadRequest",
     "BucketKeys",
     "Bus",
@@ -97,6 +100,8 @@ __all__ = [
     "flush_tracing",
     "get_logger",
     "installed_provider",
+    "redact",
+    "redact_event",
     "run",
     "serve",
     "subject_matches",

@@ -30,9 +30,9 @@ from meshmind.bus._errors import (
 from meshmind.bus._jetstream import DomainJetStream, HubStore
 from meshmind.bus._logging import get_logger
 from meshmind.bus._message import Message
+from meshmind.bus._redaction import redact
 from meshmind.bus._settings import INBOX_PREFIX, BusSettings
 from meshmind.bus._tracing import activated, extract, inject, message_attributes, tracer
-from meshmind.security._redaction import redact
 
 M = TypeVar("M", bound=Message)
 Q = TypeVar("Q", bound=Message)

@@ -9,9 +9,9 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from meshmind.bus._redaction import redact_event
 from meshmind.bus._settings import BusSettings
 from meshmind.bus._tracing import current_trace_id
-from meshmind.security._redaction import redact_event
 
 
 def _add_trace_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

@@ -16,8 +16,7 @@ from meshmind.bus import Bus, BusError, Empty, EndpointSpec, Message
 from meshmind.bus.protocol import LAB_SHUTDOWN, LAB_STATUS, LabStatus
 from meshmind.ctl._mesh_client import CtlError, lab_state, with_bus
 from meshmind.ctl._render import error_console
-from meshmind.lab import read_state
-from meshmind.lab._state import is_lab_process, pid_alive, reap_orphans
+from meshmind.lab import is_lab_process, pid_alive, read_state, reap_orphans
 
 MARKER = ".meshmind-lab"
 """Marks a run directory as the lab's own, so that ``up`` may clear what an old lab left."""

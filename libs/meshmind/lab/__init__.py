@@ -15,7 +15,14 @@ from meshmind.lab._servers import (
     pick_runner,
 )
 from meshmind.lab._services import HOST_SERVICES, host_services
-from meshmind.lab._state import LabState, default_run_dir, read_state
+from meshmind.lab._state import (
+    LabState,
+    default_run_dir,
+    is_lab_process,
+    pid_alive,
+    read_state,
+    reap_orphans,
+)
 
 __all__ = [
     "HOST_SERVICES",
@@ -36,10 +43,13 @@ __all__ = [
     "free_ports",
     "host_services",
     "hub_config",
+    "is_lab_process",
     "leaf_config",
     "nats_server_binary",
     "node_names",
     "pick_runner",
+    "pid_alive",
     "read_state",
+    "reap_orphans",
     "run_lab",
 ]

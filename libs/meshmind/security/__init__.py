@@ -1,5 +1,4 @@
-"""Mesh security: per-host nkeys, the mesh CA and hub certificate, permissions from the
-protocol contract, and keeping secrets out of logs."""
+"""Mesh security: per-host nkeys, the mesh CA and hub certificate, permissions from the contract."""
 
 from meshmind.security._files import MeshCredentials, generate_credentials
 from meshmind.security._nkeys import HostKey, host_key_from_seed, new_host_key
@@ -13,13 +12,11 @@ from meshmind.security._permissions import (
     hub_authorization,
     leaf_authorization,
 )
-from meshmind.security._redaction import MASK, redact, redact_event
 from meshmind.security._tls import DEFAULT_HUB_NAMES, KeyAndCert, issue_server_cert, new_ca
 
 __all__ = [
     "DEFAULT_HUB_NAMES",
     "LEAF_SERVICES_USER",
-    "MASK",
     "OPERATOR_USER",
     "HostKey",
     "HostPermissions",
@@ -35,6 +32,4 @@ __all__ = [
     "leaf_authorization",
     "new_ca",
     "new_host_key",
-    "redact",
-    "redact_event",
 ]

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshmind.bus._contract import Contract
-from meshmind.bus._settings import check_node_id
+from meshmind.bus import Contract, check_node_id
 from meshmind.bus.protocol import CONTRACT
 from meshmind.security._nkeys import HostKey, host_key_from_seed, new_host_key
 from meshmind.security._permissions import hub_authorization, leaf_authorization

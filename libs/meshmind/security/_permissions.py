@@ -8,9 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshmind.bus._contract import Contract, EventSpec, Party, StoreKind
-from meshmind.bus._message import Message
-from meshmind.bus._settings import INBOX_PREFIX, check_node_id
+from meshmind.bus import INBOX_PREFIX, Contract, EventSpec, Message, Party, StoreKind, check_node_id
 from meshmind.bus.protocol import CONTRACT
 
 OPERATOR_USER = "operator"
